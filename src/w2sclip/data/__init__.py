@@ -1,0 +1,1 @@
+"""Datasets: images, labels, class names, prompt templates and splits. Nothing about models."""

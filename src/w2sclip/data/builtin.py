@@ -1,0 +1,159 @@
+"""The built-in offline benchmark: a procedural multi-domain image world and its captions.
+
+``make_builtin(out, size="default", seed=0)`` writes images plus ``manifest.csv`` (path, label,
+domain, split), ``classnames.txt`` and ``templates.txt``: the generic on-disk format that
+``w2sclip.data.manifest`` reads. ``split`` is ``train`` or ``test`` like DomainNet's official
+files; D_hold / D_test come from ``test`` (PROTOCOL.md section 1).
+
+Every image is a pure function of (purpose, seed, domain, class, index): the seed sequence of
+each image starts with a purpose code, so the pretraining corpus (``render_corpus``) can never
+draw an image of the downstream dataset, whatever seeds are chosen.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from w2sclip.data.builtin_render import COLOURS, DOMAINS, STYLE_WORDS, render
+from w2sclip.data.builtin_shapes import SHAPES
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+CLASSNAMES: tuple[str, ...] = tuple(SHAPES)
+TEMPLATES: tuple[str, ...] = tuple(
+    f"{'an' if w[0] in 'aeiou' else 'a'} {w} of a {{}}." for w in STYLE_WORDS.values())
+_PURPOSE = {"dataset": 1, "pretrain": 2}
+_SPLIT_CODE = {"train": 0, "test": 1}
+
+
+@dataclass(frozen=True)
+class BuiltinSize:
+    """Images per class and domain in each official-like split."""
+
+    train: int
+    test: int
+
+
+SIZES = {"quick": BuiltinSize(train=12, test=24), "default": BuiltinSize(train=30, test=80)}
+
+
+def image_rng(purpose: str, seed: int, domain: int, label: int, index: int, split: int = 0
+              ) -> np.random.Generator:
+    """The generator of one image; ``purpose`` keeps corpus and dataset streams disjoint."""
+    return np.random.default_rng([_PURPOSE[purpose], seed, split, domain, label, index])
+
+
+def draw(label: int, domain: str, rng: np.random.Generator, image_size: int = 64):
+    """One image of class ``label`` in ``domain``; returns (PIL image, colour name)."""
+    return render(SHAPES[CLASSNAMES[label]](), domain, rng, image_size)
+
+
+def _write_chunk(args) -> list[tuple[str, int, str, str]]:
+    out, seed, domain, split, per_class, image_size = args
+    rows = []
+    d, s = DOMAINS.index(domain), _SPLIT_CODE[split]
+    for label, name in enumerate(CLASSNAMES):
+        folder = Path(out) / "images" / domain / split / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img, _ = draw(label, domain, image_rng("dataset", seed, d, label, i, s), image_size)
+            rel = f"images/{domain}/{split}/{name}/{i:04d}.png"
+            img.save(Path(out) / rel)
+            rows.append((rel, label, domain, split))
+    return rows
+
+
+def make_builtin(out: str | os.PathLike, size: str | BuiltinSize = "default", seed: int = 0,
+                 image_size: int = 64, domains: tuple[str, ...] = DOMAINS, workers: int = 2) -> Path:
+    """Write the benchmark to ``out`` (skipped when an identical one is already there)."""
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise KeyError(f"unknown builtin size {size!r}; valid: {', '.join(SIZES)}")
+        size = SIZES[size]
+    bad = [d for d in domains if d not in DOMAINS]
+    if bad:
+        raise KeyError(f"unknown domain(s) {bad}; valid: {', '.join(DOMAINS)}")
+    out = Path(out)
+    info = {"generator_version": GENERATOR_VERSION, "seed": seed, "image_size": image_size,
+            "size": asdict(size), "domains": list(domains), "classes": list(CLASSNAMES)}
+    info_file = out / "builtin.json"
+    if (out / "manifest.csv").exists() and info_file.exists() \
+            and json.loads(info_file.read_text()) == info:
+        log.info("built-in benchmark already at %s", out)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(out), seed, d, split, getattr(size, split), image_size)
+            for d in domains for split in ("train", "test")]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            chunks = list(pool.map(_write_chunk, jobs))
+    else:
+        chunks = [_write_chunk(j) for j in jobs]
+    tmp = out / "manifest.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "domain", "split"])
+        for rows in chunks:
+            w.writerows(rows)
+    (out / "classnames.txt").write_text("\n".join(CLASSNAMES) + "\n")
+    (out / "templates.txt").write_text("\n".join(TEMPLATES) + "\n")
+    os.replace(tmp, out / "manifest.csv")  # the manifest last: its presence means complete
+    info_file.write_text(json.dumps(info, indent=1))
+    return out
+
+
+CAPTION_FORMS = ("{a} {style} of a {colour} {cls}", "{a} {style} of a {cls}", "a {colour} {cls}",
+                 "{cls}, {style}", "{a} {style} showing a {cls}")
+
+
+def caption(label: int, domain: str, colour: str, rng: np.random.Generator) -> str:
+    """A caption of the pretraining corpus, e.g. 'a clipart of a red star'."""
+    style = STYLE_WORDS[domain]
+    form = CAPTION_FORMS[rng.integers(len(CAPTION_FORMS))]
+    if colour in ("grey",) and "{colour}" in form:
+        form = CAPTION_FORMS[1]
+    return form.format(a="an" if style[0] in "aeiou" else "a", style=style, colour=colour,
+                       cls=CLASSNAMES[label])
+
+
+def _corpus_chunk(args):
+    seed, start, stop, domains, image_size = args
+    imgs = np.empty((stop - start, image_size, image_size, 3), np.uint8)
+    meta = np.empty((stop - start, 3), np.int16)
+    colours = list(COLOURS) + ["grey"]
+    for j, i in enumerate(range(start, stop)):
+        pick = np.random.default_rng([_PURPOSE["pretrain"], seed, i])
+        label, domain = int(pick.integers(len(CLASSNAMES))), domains[pick.integers(len(domains))]
+        img, colour = draw(label, domain, image_rng("pretrain", seed, DOMAINS.index(domain), label, i),
+                           image_size)
+        imgs[j] = np.asarray(img)
+        meta[j] = (label, DOMAINS.index(domain), colours.index(colour))
+    return imgs, meta
+
+
+def render_corpus(n: int, seed: int, domains: tuple[str, ...] = DOMAINS, image_size: int = 64,
+                  workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Pretraining images (n, H, W, 3) uint8 and their (label, domain, colour) codes (n, 3)."""
+    step = 2000
+    jobs = [(seed, s, min(s + step, n), tuple(domains), image_size) for s in range(0, n, step)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_corpus_chunk, jobs))
+    else:
+        parts = [_corpus_chunk(j) for j in jobs]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def corpus_caption(meta_row: np.ndarray, rng: np.random.Generator) -> str:
+    """Caption of one corpus image from its (label, domain, colour) codes."""
+    colours = list(COLOURS) + ["grey"]
+    return caption(int(meta_row[0]), DOMAINS[int(meta_row[1])], colours[int(meta_row[2])], rng)

@@ -1,0 +1,97 @@
+"""The generic on-disk dataset: ``manifest.csv`` + ``classnames.txt`` [+ ``templates.txt``].
+
+``manifest.csv`` has a header with at least ``path`` and ``label`` and optionally ``domain`` and
+``split``. ``label`` is a class index into ``classnames.txt`` (one name per line) or a class name.
+Paths are relative to the folder that holds the manifest. The built-in benchmark is written in
+this format.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+@dataclass
+class ImageDataset:
+    """Images of one (dataset, domain, split): ``samples`` are (path, label) pairs."""
+
+    name: str
+    classnames: list[str]
+    templates: list[str]
+    samples: list[tuple[str, int]]
+    domain: str | None = None
+    split: str | None = None
+    transform: object = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+        return (self.transform(img) if self.transform else img), label
+
+    @property
+    def labels(self) -> list[int]:
+        return [lab for _, lab in self.samples]
+
+    def with_transform(self, transform) -> "ImageDataset":
+        return ImageDataset(self.name, self.classnames, self.templates, self.samples,
+                            self.domain, self.split, transform)
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_manifest(root: str | Path, domain: str | None = None, split: str | None = None,
+                  name: str = "manifest") -> ImageDataset:
+    """Read a manifest folder, keeping the rows of ``domain`` and ``split`` when given."""
+    root = Path(root)
+    manifest, names_file = root / "manifest.csv", root / "classnames.txt"
+    for f in (manifest, names_file):
+        if not f.exists():
+            raise FileNotFoundError(f"{f} not found: a manifest dataset needs manifest.csv "
+                                    f"(path,label[,domain][,split]) and classnames.txt in {root}")
+    classnames = _read_lines(names_file)
+    index = {c: i for i, c in enumerate(classnames)}
+    templates = _read_lines(root / "templates.txt") if (root / "templates.txt").exists() \
+        else list(DEFAULT_TEMPLATES)
+    samples, domains, splits = [], set(), set()
+    with open(manifest, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{manifest}: missing column(s) {sorted(missing)}; header must hold "
+                             f"path,label[,domain][,split]")
+        for lineno, row in enumerate(reader, start=2):
+            domains.add(row.get("domain"))
+            splits.add(row.get("split"))
+            if (domain is not None and row.get("domain") != domain) or \
+                    (split is not None and row.get("split") != split):
+                continue
+            samples.append((str(root / row["path"]), _label(row["label"], index, manifest, lineno)))
+    if not samples:
+        raise ValueError(f"{manifest}: no rows for domain={domain!r}, split={split!r}; domains "
+                         f"present: {sorted(d for d in domains if d)}, splits: {sorted(s for s in splits if s)}")
+    return ImageDataset(name, classnames, templates, samples, domain, split)
+
+
+def _label(value: str, index: dict[str, int], manifest: Path, lineno: int) -> int:
+    if value in index:
+        return index[value]
+    try:
+        lab = int(value)
+    except ValueError:
+        raise ValueError(f"{manifest}:{lineno}: label {value!r} is neither a class index nor a "
+                         f"name in classnames.txt") from None
+    if not 0 <= lab < len(index):
+        raise ValueError(f"{manifest}:{lineno}: label {lab} out of range [0, {len(index)})")
+    return lab

@@ -1,0 +1,47 @@
+"""Splits of PROTOCOL.md section 1: pure functions of (labels, seed, fractions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def stratified_split(labels, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices per class: ``fraction`` of each class (rounded) to the first part.
+
+    Classes with a single sample go to the first part. Both parts are sorted.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        k = max(1, int(round(fraction * len(idx)))) if len(idx) > 1 else len(idx)
+        first.append(idx[:k])
+        second.append(idx[k:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+def protocol_splits(test_labels, seed: int, hold_fraction: float = 0.5,
+                    fit_fraction: float = 0.8) -> dict[str, np.ndarray]:
+    """Indices into the official test split: ``hold``, ``hold_fit``, ``hold_val``, ``test``."""
+    hold, test = stratified_split(test_labels, hold_fraction, seed)
+    labels = np.asarray(test_labels)
+    fit_local, val_local = stratified_split(labels[hold], fit_fraction, seed + 1)
+    return {"hold": hold, "hold_fit": hold[fit_local], "hold_val": hold[val_local], "test": test}
+
+
+def subsample_per_class(labels, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``per_class`` samples of each class (the weak labelled budget)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def save_splits(splits: dict[str, np.ndarray], path: str | Path) -> None:
+    """Write split indices as JSON so a run can be reproduced exactly."""
+    Path(path).write_text(json.dumps({k: v.tolist() for k, v in splits.items()}))

@@ -1,0 +1,71 @@
+"""A fingerprinted, atomic cache of arrays (image features, weak logits).
+
+The key is a dict of everything that changes the numbers; the folder is ``<slug>-<hash>``
+where hash is the SHA-256 of the canonical JSON of the key. Loading re-checks the stored key
+and the array's checksum, so a stale or altered entry is an error, not a silent mix-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def digest(key: dict) -> str:
+    """Short SHA-256 of the canonical JSON of ``key``."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60]
+
+
+class ArrayCache:
+    """Arrays stored under ``root/<slug>-<hash>/`` as ``data.npy`` + ``meta.json``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: dict, slug: str = "") -> Path:
+        return self.root / f"{_slug(slug) + '-' if slug else ''}{digest(key)}"
+
+    def load(self, key: dict, slug: str = "") -> np.ndarray | None:
+        """The cached array for ``key``, or None when absent. A mismatch raises ValueError."""
+        folder = self.path(key, slug)
+        meta_f, data_f = folder / "meta.json", folder / "data.npy"
+        if not meta_f.exists() or not data_f.exists():
+            return None
+        meta = json.loads(meta_f.read_text())
+        if meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
+            raise ValueError(f"cache entry {folder} holds a different key than requested; delete "
+                             f"the folder to recompute it")
+        arr = np.load(data_f, mmap_mode="r")
+        if hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest() != meta.get("sha256"):
+            raise ValueError(f"cache entry {folder} is corrupt (checksum mismatch); delete the "
+                             f"folder to recompute it")
+        return np.asarray(arr)
+
+    def save(self, key: dict, array: np.ndarray, slug: str = "") -> Path:
+        """Write atomically: into a temporary folder, then rename into place."""
+        folder = self.path(key, slug)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+        array = np.ascontiguousarray(array)
+        np.save(tmp / "data.npy", array)
+        meta = {"key": json.loads(json.dumps(key, sort_keys=True, default=str)),
+                "shape": list(array.shape), "dtype": str(array.dtype),
+                "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished the same entry first: keep theirs
+            for f in tmp.iterdir():
+                f.unlink()
+            tmp.rmdir()
+        return folder

@@ -1,0 +1,25 @@
+"""Methods: one file each, registered by name in ``METHODS`` (name -> estimator class)."""
+
+from __future__ import annotations
+
+from w2sclip.methods.base import Method, NotFittedError
+from w2sclip.methods.cpl import CPL, CPLHard
+from w2sclip.methods.kd_lp import KDLinearProbe
+from w2sclip.methods.zero_shot import ZeroShot
+
+METHODS: dict[str, type[Method]] = {
+    "zero_shot": ZeroShot,
+    "cpl": CPL,
+    "cpl_hard": CPLHard,
+    "kd_lp": KDLinearProbe,
+}
+
+
+def get_method(name: str, **params) -> Method:
+    """Instantiate a registered method; an unknown name lists the valid ones."""
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+    return METHODS[name](**params)
+
+
+__all__ = ["METHODS", "Method", "NotFittedError", "get_method"]

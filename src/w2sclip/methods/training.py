@@ -1,0 +1,75 @@
+"""The training loop shared by the methods that learn a head on cached features.
+
+Adam on the given parameters; full batch when ``batch_size`` is 0 or >= N. Stopping:
+``selection="fixed"`` trains all epochs; ``"val_loss"`` keeps the parameters with the lowest
+loss on (X_val, y_val): with weak labels, that is the weak-label loss on ``hold_val``, with
+ground truth (the ceiling), the ground-truth loss. No test labels are ever involved.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+SELECTIONS = ("val_loss", "fixed")
+
+
+def train_head(params: list[torch.Tensor], logits_fn: Callable[[torch.Tensor], torch.Tensor],
+               loss_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor],
+               X: np.ndarray, Y: np.ndarray, *, lr: float, epochs: int, batch_size: int, seed: int,
+               selection: str = "val_loss", X_val: Optional[np.ndarray] = None,
+               Y_val: Optional[np.ndarray] = None, eval_every: int = 5, patience: int = 20,
+               weight_decay: float = 0.0) -> dict:
+    """Train ``params`` in place; returns a history dict (best step, losses)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
+    if selection == "val_loss" and X_val is None:
+        selection = "fixed"  # nothing to validate on: fall back to the fixed budget
+    gen = torch.Generator().manual_seed(seed)
+    Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
+    n = len(Xt)
+    bs = n if batch_size <= 0 or batch_size >= n else batch_size
+    steps_per_epoch = -(-n // bs)
+    total = epochs * steps_per_epoch
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    Xv = torch.as_tensor(X_val) if X_val is not None else None
+    Yv = torch.as_tensor(Y_val) if Y_val is not None else None
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            return float(loss_fn(logits_fn(Xv), Yv, 1.0))
+
+    best = {"step": 0, "val_loss": val_loss() if selection == "val_loss" else None,
+            "state": [p.detach().clone() for p in params]}
+    step, bad = 0, 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen) if bs < n else None
+        for i in range(0, n, bs):
+            idx = order[i:i + bs] if order is not None else slice(None)
+            loss = loss_fn(logits_fn(Xt[idx]), Yt[idx], step / max(total, 1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if selection == "val_loss" and (step % eval_every == 0 or step == total):
+                v = val_loss()
+                if v < best["val_loss"] - 1e-6:
+                    best = {"step": step, "val_loss": v, "state": [p.detach().clone() for p in params]}
+                    bad = 0
+                else:
+                    bad += 1
+                if bad >= patience:
+                    break
+        else:
+            continue
+        break
+    if selection == "val_loss":
+        with torch.no_grad():
+            for p, s in zip(params, best["state"]):
+                p.copy_(s)
+    else:
+        best = {"step": step, "val_loss": None}
+    return {"steps_run": step, "best_step": best["step"], "val_loss": best["val_loss"],
+            "selection": selection}

@@ -1,0 +1,85 @@
+"""Weak supervisors from timm: a small CNN trained with ground truth on D_train."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class WeakConfig:
+    """Architecture and training budget of a timm weak supervisor."""
+
+    arch: str = "resnet10t"
+    input_size: int = 32
+    labels_per_class: int = 10
+    epochs: int = 30
+    lr: float = 2e-3
+    batch_size: int = 64
+    weight_decay: float = 5e-4
+    pretrained: bool = False
+
+    @property
+    def slug(self) -> str:
+        return f"{self.arch}-{self.input_size}px-{self.labels_per_class}lpc-{self.epochs}ep"
+
+
+def _to_tensor(images: np.ndarray, size: int) -> torch.Tensor:
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return (x - _MEAN) / _STD
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and a random shift of up to 1/8 of the side (reflect padding)."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    pad = h // 8
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return xp[:, :, dy:dy + h, dx:dx + w]
+
+
+def train_weak(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: WeakConfig,
+               seed: int) -> torch.nn.Module:
+    """Train ``cfg.arch`` from scratch (or ImageNet weights) on uint8 images (N, H, W, 3)."""
+    import timm
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = timm.create_model(cfg.arch, pretrained=cfg.pretrained, num_classes=num_classes)
+    x_all, y_all = _to_tensor(images, cfg.input_size), torch.as_tensor(labels, dtype=torch.long)
+    steps_per_epoch = max(1, int(np.ceil(len(x_all) / cfg.batch_size)))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    model.train()
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(x_all), generator=gen)
+        for i in range(0, len(perm), cfg.batch_size):
+            b = perm[i:i + cfg.batch_size]
+            loss = F.cross_entropy(model(_augment(x_all[b], gen)), y_all[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: np.ndarray, input_size: int,
+                   batch_size: int = 256) -> np.ndarray:
+    """Logits (N, C) of a weak model on uint8 images (N, H, W, 3) seen at ``input_size``."""
+    model.eval()
+    return torch.cat([model(_to_tensor(images[i:i + batch_size], input_size))
+                      for i in range(0, len(images), batch_size)]).numpy()

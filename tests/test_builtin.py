@@ -1,0 +1,65 @@
+import csv
+
+import numpy as np
+import pytest
+
+from w2sclip.data.builtin import (CLASSNAMES, TEMPLATES, draw, image_rng, make_builtin,
+                                  render_corpus, BuiltinSize)
+from w2sclip.data.builtin_render import DOMAINS
+from w2sclip.data.manifest import load_manifest
+
+
+def test_world_has_24_word_classes_and_six_domainnet_domains():
+    assert len(CLASSNAMES) >= 24 and all(c.isalpha() for c in CLASSNAMES)
+    assert DOMAINS == ("real", "clipart", "painting", "sketch", "quickdraw", "infograph")
+    assert all("{}" in t for t in TEMPLATES)
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_image_is_pure_function_of_seed(domain):
+    d = DOMAINS.index(domain)
+    a, ca = draw(3, domain, image_rng("dataset", 0, d, 3, 7))
+    b, cb = draw(3, domain, image_rng("dataset", 0, d, 3, 7))
+    c, _ = draw(3, domain, image_rng("dataset", 1, d, 3, 7))
+    assert np.array_equal(np.asarray(a), np.asarray(b)) and ca == cb
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+    assert a.size == (64, 64) and a.mode == "RGB"
+
+
+def test_domains_look_different():
+    means = [np.asarray(draw(0, d, image_rng("dataset", 0, i, 0, 0))[0], float).mean()
+             for i, d in enumerate(DOMAINS)]
+    assert len({round(m) for m in means}) >= 5
+
+
+def test_corpus_disjoint_from_dataset_stream():
+    imgs, meta = render_corpus(4, seed=0, workers=1)
+    assert imgs.shape == (4, 64, 64, 3) and meta.shape == (4, 3)
+    for img, (label, dom, _) in zip(imgs, meta):
+        for i in range(4):
+            ds, _ = draw(int(label), DOMAINS[dom], image_rng("dataset", 0, int(dom), int(label), i))
+            assert not np.array_equal(np.asarray(ds), img)
+
+
+def test_make_builtin_is_deterministic_and_readable(tmp_path):
+    size = BuiltinSize(train=2, test=3)
+    a = make_builtin(tmp_path / "a", size=size, seed=5, domains=("sketch", "real"), workers=1)
+    b = make_builtin(tmp_path / "b", size=size, seed=5, domains=("sketch", "real"), workers=1)
+    assert (a / "manifest.csv").read_text() == (b / "manifest.csv").read_text()
+    rows = list(csv.DictReader(open(a / "manifest.csv")))
+    assert len(rows) == 2 * 24 * 5
+    for r in rows[:10]:
+        assert (a / r["path"]).read_bytes() == (b / r["path"]).read_bytes()
+    ds = load_manifest(a, domain="sketch", split="test")
+    assert len(ds) == 24 * 3 and ds.classnames == list(CLASSNAMES)
+    img, label = ds[0]
+    assert img.size == (64, 64) and 0 <= label < 24
+    with pytest.raises(ValueError, match="domains present"):
+        load_manifest(a, domain="quickdraw")
+
+
+def test_unknown_size_and_domain_name_valid_options(tmp_path):
+    with pytest.raises(KeyError, match="quick"):
+        make_builtin(tmp_path, size="huge")
+    with pytest.raises(KeyError, match="infograph"):
+        make_builtin(tmp_path, size="quick", domains=("photos",))
