@@ -106,3 +106,112 @@ def test_cpl_needs_text_weights():
     X, _, probs, _ = _data()
     with pytest.raises(ValueError, match="text_weights"):
         get_method("cpl").fit(X, probs)
+
+
+# -- logconf, adaptconf, tip_adapter_f, clip_adapter ------------------------------------------
+
+def test_logconf_alpha_schedule():
+    from w2sclip.methods.logconf import logconf_alpha
+
+    assert logconf_alpha(0.0) == 0.0
+    assert logconf_alpha(0.1) == pytest.approx(0.25)
+    assert logconf_alpha(0.2) == pytest.approx(0.5)
+    assert logconf_alpha(0.5) == pytest.approx(0.5)
+    assert logconf_alpha(1.0, alpha_max=0.75, warmup=0.5) == pytest.approx(0.75)
+    assert logconf_alpha(0.25, alpha_max=0.8, warmup=0.5) == pytest.approx(0.4)
+    assert logconf_alpha(0.0, alpha_max=0.3, warmup=0.0) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("selection", ["fixed", "val_loss"])
+def test_logconf_without_confidence_term_equals_cpl(selection):
+    X, _, probs, text = _data()
+    a = _fit("cpl", X, probs, text, seed=2, lr=3e-3, epochs=50, selection=selection)
+    b = _fit("logconf", X, probs, text, seed=2, lr=3e-3, epochs=50, selection=selection, alpha_max=0.0)
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(X), rtol=0, atol=1e-6)
+    assert a.history_["best_step"] == b.history_["best_step"]
+
+
+def test_logconf_confidence_term_changes_training():
+    X, _, probs, text = _data()
+    a = _fit("logconf", X, probs, text, lr=3e-3, epochs=50, selection="fixed", alpha_max=0.0)
+    b = _fit("logconf", X, probs, text, lr=3e-3, epochs=50, selection="fixed", alpha_max=0.9)
+    assert np.abs(a.decision_function(X) - b.decision_function(X)).max() > 1e-3
+
+
+def test_logconf_uses_the_ramp_during_training():
+    from w2sclip.methods.logconf import LogConf
+
+    m = LogConf(alpha_max=0.5, warmup=0.2)
+    seen = []
+    m._loss = (lambda orig: lambda z, t, prog: (seen.append(prog), orig(z, t, prog))[1])(m._loss)
+    X, _, probs, text = _data()
+    m.fit(X, probs, text_weights=text, logit_scale=50.0)
+    assert seen[0] == 0.0 and max(seen) < 1.0 and len(seen) == m.defaults["epochs"]
+
+
+def test_adaptconf_differs_from_cpl_and_theta_matters():
+    X, _, probs, text = _data()
+    kw = dict(lr=3e-3, epochs=50, selection="fixed")
+    cpl = _fit("cpl", X, probs, text, **kw).decision_function(X)
+    lo = _fit("adaptconf", X, probs, text, theta=0.1, **kw).decision_function(X)
+    hi = _fit("adaptconf", X, probs, text, theta=5.0, **kw).decision_function(X)
+    assert np.abs(cpl - lo).max() > 1e-3 and np.abs(lo - hi).max() > 1e-3
+
+
+def test_tip_adapter_f_without_cache_and_training_is_zero_shot():
+    X, _, probs, text = _data()
+    zs = get_method("zero_shot").fit(X, text_weights=text, logit_scale=50.0)
+    tip = get_method("tip_adapter_f", epochs=0, alpha=0.0).fit(X, probs, text_weights=text,
+                                                               logit_scale=50.0)
+    assert np.array_equal(zs.predict(X), tip.predict(X))
+    np.testing.assert_allclose(zs.decision_function(X), tip.decision_function(X), rtol=1e-5, atol=1e-5)
+
+
+def test_tip_adapter_f_cache_formula_and_state():
+    X, _, probs, text = _data()
+    s, alpha, beta = 50.0, 2.0, 3.0
+    m = get_method("tip_adapter_f", epochs=0, alpha=alpha, beta=beta).fit(
+        X[:90], probs[:90], text_weights=text, logit_scale=s)
+    keys = X[:90] / np.linalg.norm(X[:90], axis=1, keepdims=True)
+    np.testing.assert_allclose(m.keys_.detach().numpy(), keys, atol=1e-6)
+    np.testing.assert_array_equal(m.values_.numpy(), probs[:90])
+    t = text / np.linalg.norm(text, axis=1, keepdims=True)
+    want = s * X @ t.T + alpha * np.exp(-beta * (1 - X @ keys.T)) @ probs[:90]
+    np.testing.assert_allclose(m.decision_function(X), want, rtol=1e-4, atol=1e-4)
+
+
+def test_tip_adapter_f_trains_only_the_keys():
+    X, _, probs, text = _data()
+    m = _fit("tip_adapter_f", X, probs, text, selection="fixed", lr=1e-2)
+    keys0 = X[:90] / np.linalg.norm(X[:90], axis=1, keepdims=True)
+    assert np.abs(m.keys_.detach().numpy() - keys0).max() > 1e-3
+    np.testing.assert_array_equal(m.values_.numpy(), probs[:90])
+    assert m.history_["steps_run"] == m.params["epochs"]
+
+
+def test_clip_adapter_without_residual_is_zero_shot():
+    X, _, probs, text = _data()
+    zs = get_method("zero_shot").fit(X, text_weights=text, logit_scale=50.0)
+    ad = _fit("clip_adapter", X, probs, text, ratio=0.0)
+    assert np.array_equal(zs.predict(X), ad.predict(X))
+    np.testing.assert_allclose(zs.decision_function(X), ad.decision_function(X), rtol=1e-5, atol=1e-5)
+
+
+def test_clip_adapter_learns_and_seed_controls_init():
+    X, y, _, text = _data()
+    rng = np.random.default_rng(1)
+    bad_text = rng.normal(size=text.shape).astype(np.float32)
+    before = get_method("zero_shot").fit(X, text_weights=bad_text, logit_scale=50.0).predict(X)
+    m = get_method("clip_adapter", ratio=0.8, lr=1e-2, selection="fixed").fit(
+        X, y, text_weights=bad_text, logit_scale=50.0)
+    assert (m.predict(X) == y).mean() > (before == y).mean() + 0.2
+    a = _fit("clip_adapter", X, y, text, seed=0, epochs=0).adapter_[0].weight.detach().numpy()
+    b = _fit("clip_adapter", X, y, text, seed=1, epochs=0).adapter_[0].weight.detach().numpy()
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["tip_adapter_f", "clip_adapter"])
+def test_adapters_need_text_weights(name):
+    X, _, probs, _ = _data()
+    with pytest.raises(ValueError, match="text_weights"):
+        get_method(name).fit(X, probs)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from w2sclip.methods.adaptconf import AdaptConf
 from w2sclip.methods.base import Method, NotFittedError
+from w2sclip.methods.clip_adapter import CLIPAdapter
 from w2sclip.methods.cpl import CPL, CPLHard
 from w2sclip.methods.kd_lp import KDLinearProbe
+from w2sclip.methods.logconf import LogConf
+from w2sclip.methods.tip_adapter_f import TipAdapterF
 from w2sclip.methods.zero_shot import ZeroShot
 
 METHODS: dict[str, type[Method]] = {
@@ -12,6 +16,10 @@ METHODS: dict[str, type[Method]] = {
     "cpl": CPL,
     "cpl_hard": CPLHard,
     "kd_lp": KDLinearProbe,
+    "logconf": LogConf,
+    "adaptconf": AdaptConf,
+    "tip_adapter_f": TipAdapterF,
+    "clip_adapter": CLIPAdapter,
 }
 
 
