@@ -123,7 +123,7 @@ def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights: np.n
     fitted = {}
     with timer.stage("fits"):
         for name in ("ceiling", "ceiling_lp"):  # ground truth of D_hold (never of D_test)
-            m = get_method("cpl" if name == "ceiling" else "kd_lp", seed=seed)
+            m = get_method("cpl" if name == "ceiling" else "kd_lp", seed=seed, selection="val_acc")
             fitted[name] = m.fit(feats[fit], y_all[fit], text_weights=text_weights, logit_scale=logit_scale,
                                  X_val=feats[val], y_val=y_all[val])
         for name in methods:

@@ -26,7 +26,7 @@ class CLIPAdapter(Method):
     description = "CLIP-Adapter: residual bottleneck MLP on image features, fixed text prototypes"
     citation = "Gao et al. 2021, arXiv 2110.04544 (CLIP-Adapter)"
     needs_text = True
-    defaults = {"ratio": 0.2, "reduction": 4, "T": 1.0, "lr": 1e-3, "epochs": 200, "batch_size": 0,
+    defaults = {"ratio": 0.2, "reduction": 4, "T": 1.0, "lr": 1e-3, "epochs": 1000, "batch_size": 0,
                 "weight_decay": 0.0, "selection": "val_loss", "hard_labels": False, "seed": 0}
     grid = {"lr": [1e-4, 1e-3, 1e-2], "ratio": [0.2, 0.6]}
 

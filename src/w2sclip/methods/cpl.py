@@ -28,7 +28,7 @@ class CPL(Method):
     description = "class prototype learning: text-initialised prototypes distilled from weak labels"
     citation = "Li et al. 2025, arXiv 2511.18396"
     needs_text = True
-    defaults = {"T": 1.0, "lr": 1e-3, "epochs": 200, "batch_size": 0, "learn_scale": False,
+    defaults = {"T": 1.0, "lr": 1e-3, "epochs": 1000, "batch_size": 0, "learn_scale": False,
                 "selection": "val_loss", "hard_labels": False, "seed": 0}
     grid = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "T": [1.0, 2.0]}
 

@@ -17,7 +17,7 @@ class KDLinearProbe(Method):
     name = "kd_lp"
     description = "linear probe from zero init trained by distillation on weak labels"
     citation = "Hinton et al. 2015 (KD); linear probe as in Radford et al. 2021"
-    defaults = {"T": 1.0, "lr": 1e-2, "epochs": 500, "batch_size": 0, "weight_decay": 0.0,
+    defaults = {"T": 1.0, "lr": 1e-2, "epochs": 1000, "batch_size": 0, "weight_decay": 0.0,
                 "selection": "val_loss", "seed": 0}
     grid = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "weight_decay": [0.0, 1e-4]}
 

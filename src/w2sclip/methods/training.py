@@ -2,8 +2,10 @@
 
 Adam on the given parameters; full batch when ``batch_size`` is 0 or >= N. Stopping:
 ``selection="fixed"`` trains all epochs; ``"val_loss"`` keeps the parameters with the lowest
-loss on (X_val, y_val): with weak labels, that is the weak-label loss on ``hold_val``, with
-ground truth (the ceiling), the ground-truth loss. No test labels are ever involved.
+loss on (X_val, y_val) and ``"val_acc"`` those with the highest argmax agreement with y_val:
+with weak labels that is the weak-label loss / agreement on ``hold_val``, with ground truth (the
+ceilings) the ground-truth loss / accuracy. Evaluation every ``eval_every`` steps; training
+stops after ``patience`` evaluations without improvement. No test labels are ever involved.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-SELECTIONS = ("val_loss", "fixed")
+SELECTIONS = ("val_loss", "val_acc", "fixed")
 
 
 def train_head(params: list[torch.Tensor], logits_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -25,7 +27,7 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[torch.Tensor], t
     """Train ``params`` in place; returns a history dict (best step, losses)."""
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
-    if selection == "val_loss" and X_val is None:
+    if selection != "fixed" and X_val is None:
         selection = "fixed"  # nothing to validate on: fall back to the fixed budget
     gen = torch.Generator().manual_seed(seed)
     Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
@@ -37,11 +39,16 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[torch.Tensor], t
     Xv = torch.as_tensor(X_val) if X_val is not None else None
     Yv = torch.as_tensor(Y_val) if Y_val is not None else None
 
-    def val_loss() -> float:
+    def val_score() -> float:
+        """Lower is better."""
         with torch.no_grad():
-            return float(loss_fn(logits_fn(Xv), Yv, 1.0))
+            z = logits_fn(Xv)
+            if selection == "val_acc":
+                return -float((z.argmax(1) == Yv.argmax(1)).float().mean())
+            return float(loss_fn(z, Yv, 1.0))
 
-    best = {"step": 0, "val_loss": val_loss() if selection == "val_loss" else None,
+    validate = selection != "fixed"
+    best = {"step": 0, "val_score": val_score() if validate else None,
             "state": [p.detach().clone() for p in params]}
     step, bad = 0, 0
     for _ in range(epochs):
@@ -53,10 +60,10 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[torch.Tensor], t
             loss.backward()
             opt.step()
             step += 1
-            if selection == "val_loss" and (step % eval_every == 0 or step == total):
-                v = val_loss()
-                if v < best["val_loss"] - 1e-6:
-                    best = {"step": step, "val_loss": v, "state": [p.detach().clone() for p in params]}
+            if validate and (step % eval_every == 0 or step == total):
+                v = val_score()
+                if v < best["val_score"] - 1e-6:
+                    best = {"step": step, "val_score": v, "state": [p.detach().clone() for p in params]}
                     bad = 0
                 else:
                     bad += 1
@@ -65,11 +72,11 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[torch.Tensor], t
         else:
             continue
         break
-    if selection == "val_loss":
+    if validate:
         with torch.no_grad():
             for p, s in zip(params, best["state"]):
                 p.copy_(s)
     else:
-        best = {"step": step, "val_loss": None}
-    return {"steps_run": step, "best_step": best["step"], "val_loss": best["val_loss"],
+        best = {"step": step, "val_score": None}
+    return {"steps_run": step, "best_step": best["step"], "val_score": best["val_score"],
             "selection": selection}

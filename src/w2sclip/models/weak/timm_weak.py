@@ -22,7 +22,7 @@ class WeakConfig:
     arch: str = "resnet10t"
     input_size: int = 32
     labels_per_class: int = 10
-    epochs: int = 30
+    epochs: int = 20
     lr: float = 2e-3
     batch_size: int = 64
     weight_decay: float = 5e-4
