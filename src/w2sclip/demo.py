@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-
-import numpy as np
+from typing import Iterator
 
 from w2sclip.data.builtin import make_builtin
 from w2sclip.data.builtin_render import DOMAINS
@@ -32,34 +30,29 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("W2SCLIP_CACHE", Path.home() / ".cache" / "w2sclip"))
 
 
-def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, seeds: int | None = None,
-             strong: tuple[str, ...] = ("full", "limited"), domains: tuple[str, ...] = DOMAINS,
-             methods: tuple[str, ...] = DEMO_METHODS, cache_dir: str | Path | None = None,
-             progress: bool = True) -> dict:
-    """Run the study and write results.csv, results.json and report.md into ``out``."""
-    import torch
+def iter_builtin_runs(quick: bool, n_seeds: int, strong: tuple[str, ...], domains: tuple[str, ...],
+                      cache_dir: Path, timer: Timer, progress: bool = True) -> Iterator[dict]:
+    """Prepare every (strong, domain, seed) of the built-in study through the caches.
+
+    Yields dicts with ``task, strong, feats, text, logit_scale, weak, weak_name, seed``.
+    """
     from tqdm.auto import tqdm
 
     from w2sclip.features.extract import cached_features
     from w2sclip.models.strong.openclip import load_strong
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    out, cache_dir = Path(out), Path(cache_dir) if cache_dir else default_cache_dir()
-    n_seeds = seeds if seeds is not None else (1 if quick else 3)
     size = "quick" if quick else "default"
     weak_cfg = QUICK_WEAK if quick else DEMO_WEAK
-    timer, cache, t0 = Timer(), ArrayCache(cache_dir / "arrays"), time.perf_counter()
+    cache = ArrayCache(cache_dir / "arrays")
     with timer.stage("generate"):
         root = make_builtin(cache_dir / f"builtin-{size}", size=size, seed=0)
-    tasks = []
-    for d in domains:
-        tasks.append(Task("builtin", d, load_manifest(root, d, "train", "builtin"),
-                          load_manifest(root, d, "test", "builtin"), dataset_key(root, "builtin", d)))
+    tasks = [Task("builtin", d, load_manifest(root, d, "train", "builtin"),
+                  load_manifest(root, d, "test", "builtin"), dataset_key(root, "builtin", d))
+             for d in domains]
     weak = {}
     for task in tqdm(tasks, desc="weak supervisors", disable=not progress):
         for seed in range(n_seeds):
             weak[(task.domain, seed)] = weak_logits(task, weak_cfg, seed, cache, timer)
-    records = []
     for name in strong:
         with timer.stage("pretrain-load"):
             model = load_strong(name)
@@ -68,18 +61,38 @@ def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, seeds: int | 
                 feats = cached_features(model, task.test, cache, task.key)
                 text = model.text_weights(task.classnames, task.test.templates)
             for seed in range(n_seeds):
-                records += run_seed(task, name, feats, text, model.logit_scale, weak[(task.domain, seed)],
-                                    weak_cfg.slug, seed, methods, timer)
+                yield {"task": task, "strong": name, "feats": feats, "text": text,
+                       "logit_scale": model.logit_scale, "weak": weak[(task.domain, seed)],
+                       "weak_name": weak_cfg.slug, "seed": seed}
+
+
+def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, seeds: int | None = None,
+             strong: tuple[str, ...] = ("full", "limited"), domains: tuple[str, ...] = DOMAINS,
+             methods: tuple[str, ...] = DEMO_METHODS, cache_dir: str | Path | None = None,
+             progress: bool = True) -> dict:
+    """Run the study and write results.csv, results.json and report.md into ``out``."""
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    out, cache_dir = Path(out), Path(cache_dir) if cache_dir else default_cache_dir()
+    n_seeds = seeds if seeds is not None else (1 if quick else 3)
+    weak_cfg = QUICK_WEAK if quick else DEMO_WEAK
+    timer, t0 = Timer(), time.perf_counter()
+    records = []
+    for r in iter_builtin_runs(quick, n_seeds, strong, domains, cache_dir, timer, progress):
+        records += run_seed(r["task"], r["strong"], r["feats"], r["text"], r["logit_scale"], r["weak"],
+                            r["weak_name"], r["seed"], methods, timer)
     with timer.stage("report"):
         timings = {k: round(v, 2) for k, v in timer.seconds.items()}
         timings["total"] = round(time.perf_counter() - t0, 2)
         meta = {"command": "demo", "quick": quick, "seeds": n_seeds, "strong": list(strong),
                 "domains": list(domains), "methods": list(methods), "weak": asdict(weak_cfg),
-                "data": str(root), "selection": "val_loss on hold_val weak labels (ceilings: ground truth)",
+                "data": str(cache_dir), "selection": "val_loss on hold_val weak labels (ceilings: val_acc on ground truth)",
                 "timings_s": timings}
         write_results(records, out, meta)
         report = markdown_report(records, "w2sclip demo: built-in benchmark",
                                  notes=f"Weak supervisor: {weak_cfg.slug}. Model selection: early "
-                                       f"stopping on the weak-label loss of hold_val.")
+                                       f"stopping on the weak-label loss of hold_val (ceilings: "
+                                       f"accuracy on the ground truth of hold_val).")
         (out / "report.md").write_text(report)
     return {"records": records, "report": report, "timings": timings, "out": out}

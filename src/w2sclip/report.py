@@ -35,11 +35,13 @@ def _order(methods: Iterable[str]) -> list[str]:
     return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
 
 
-def _fmt(mean: Optional[float], std: Optional[float], pct: bool = True) -> str:
+def _fmt(values: list, pct: bool = True) -> str:
+    """``mean ± std``; when some values are undefined (PGR), ``(k/n defined)`` is appended."""
+    mean, std, k = mean_std(values)
     if mean is None:
         return "undef."
-    k = 100 if pct else 1
-    return f"{k * mean:.1f} ± {k * std:.1f}" if pct else f"{mean:.2f} ± {std:.2f}"
+    cell = f"{100 * mean:.1f} ± {100 * std:.1f}" if pct else f"{mean:.2f} ± {std:.2f}"
+    return cell if k == len(values) else f"{cell} ({k}/{len(values)} defined)"
 
 
 def summary_table(records: list[dict], strong: str, metric: str = "accuracy") -> str:
@@ -61,7 +63,7 @@ def summary_table(records: list[dict], strong: str, metric: str = "accuracy") ->
     pct = metric != "pgr"
     lines = [f"| method | {' | '.join(domains)} | avg |", "|---" * (len(domains) + 2) + "|"]
     for m in methods:
-        cells = [_fmt(*mean_std(by[(m, d)])[:2], pct=pct) for d in domains]
+        cells = [_fmt(by[(m, d)], pct=pct) for d in domains]
         avgs = []
         for (mm, _seed), v in per_seed.items():
             if mm != m or len(v["acc"]) != len(domains):
@@ -72,7 +74,7 @@ def summary_table(records: list[dict], strong: str, metric: str = "accuracy") ->
             else:
                 avgs.append(sum(x.get(metric) for x in recs if x["method"] == m and x["seed"] == _seed)
                             / len(domains))
-        cells.append(_fmt(*mean_std(avgs)[:2], pct=pct))
+        cells.append(_fmt(avgs, pct=pct))
         lines.append(f"| {m} | {' | '.join(cells)} |")
     return "\n".join(lines)
 

@@ -35,7 +35,7 @@ class CPL(Method):
     def _loss(self, logits: torch.Tensor, target_logits: torch.Tensor, progress: float) -> torch.Tensor:
         return kd_loss(logits, target_logits, T=self.params["T"])
 
-    def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None) -> "CPL":
+    def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None, on_step=None) -> "CPL":
         p = self.params
         X = check_features(X)
         w0, s0 = self._text(text_weights, logit_scale)
@@ -55,7 +55,8 @@ class CPL(Method):
             Yv = teacher_logits(Yv)
         self.history_ = train_head(params, self._logits, self._loss, X, teacher_logits(Y),
                                    lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
-                                   seed=p["seed"], selection=p["selection"], X_val=X_val, Y_val=Yv)
+                                   seed=p["seed"], selection=p["selection"], X_val=X_val, Y_val=Yv,
+                                   on_step=on_step)
         self.fitted_ = True
         return self
 
@@ -69,7 +70,7 @@ class CPL(Method):
 
     @property
     def logit_scale_(self) -> float:
-        return float(self.log_scale_.exp())
+        return float(self.log_scale_.detach().exp())
 
 
 class CPLHard(CPL):

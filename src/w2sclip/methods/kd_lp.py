@@ -24,7 +24,7 @@ class KDLinearProbe(Method):
     def _loss(self, logits, target_logits, progress):
         return kd_loss(logits, target_logits, T=self.params["T"])
 
-    def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None):
+    def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None, on_step=None):
         p = self.params
         X = check_features(X)
         c = text_weights.shape[0] if text_weights is not None else None
@@ -37,7 +37,7 @@ class KDLinearProbe(Method):
         self.history_ = train_head([self.coef_, self.intercept_], self._logits, self._loss, X,
                                    teacher_logits(Y), lr=p["lr"], epochs=p["epochs"],
                                    batch_size=p["batch_size"], seed=p["seed"], selection=p["selection"],
-                                   X_val=Xv, Y_val=Yv, weight_decay=p["weight_decay"])
+                                   X_val=Xv, Y_val=Yv, weight_decay=p["weight_decay"], on_step=on_step)
         self.fitted_ = True
         return self
 

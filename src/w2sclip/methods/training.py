@@ -23,8 +23,12 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[torch.Tensor], t
                X: np.ndarray, Y: np.ndarray, *, lr: float, epochs: int, batch_size: int, seed: int,
                selection: str = "val_loss", X_val: Optional[np.ndarray] = None,
                Y_val: Optional[np.ndarray] = None, eval_every: int = 5, patience: int = 20,
-               weight_decay: float = 0.0) -> dict:
-    """Train ``params`` in place; returns a history dict (best step, losses)."""
+               weight_decay: float = 0.0, on_step: Optional[Callable[[int], None]] = None) -> dict:
+    """Train ``params`` in place; returns a history dict (best step, losses).
+
+    ``on_step(step)``, when given, is called at step 0 and after every optimiser step (used by
+    the model-selection study to look at the whole trajectory).
+    """
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
     if selection != "fixed" and X_val is None:
@@ -51,6 +55,8 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[torch.Tensor], t
     best = {"step": 0, "val_score": val_score() if validate else None,
             "state": [p.detach().clone() for p in params]}
     step, bad = 0, 0
+    if on_step is not None:
+        on_step(0)
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen) if bs < n else None
         for i in range(0, n, bs):
@@ -60,6 +66,8 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[torch.Tensor], t
             loss.backward()
             opt.step()
             step += 1
+            if on_step is not None:
+                on_step(step)
             if validate and (step % eval_every == 0 or step == total):
                 v = val_score()
                 if v < best["val_score"] - 1e-6:
