@@ -38,3 +38,20 @@ def test_demo_quick_writes_results(tmp_path, monkeypatch):
         if r["method"] == "weak":
             assert float(r["agreement"]) == 1.0
             assert r["pgr"] == "" or abs(float(r["pgr"])) < 1e-12
+
+
+def test_cli_bad_domain_is_one_clear_line(monkeypatch, capsys, tmp_path):
+    import sys
+
+    import pytest
+
+    from w2sclip.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["w2sclip", "demo", "--quick", "--domains", "photos",
+                                      "--cache-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:
+        run()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown domain(s) ['photos']" in err and "quickdraw" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing generated for a bad request

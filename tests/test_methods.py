@@ -215,3 +215,16 @@ def test_adapters_need_text_weights(name):
     X, _, probs, _ = _data()
     with pytest.raises(ValueError, match="text_weights"):
         get_method(name).fit(X, probs)
+
+
+def test_cpl_poe_without_prior_is_cpl_and_prior_pulls_to_zero_shot():
+    X, _, probs, text = _data()
+    a = _fit("cpl", X, probs, text, selection="fixed", epochs=50, lr=1e-2).predict_proba(X)
+    b = _fit("cpl_poe", X, probs, text, selection="fixed", epochs=50, lr=1e-2, prior_weight=0.0).predict_proba(X)
+    np.testing.assert_allclose(a, b, atol=1e-5)  # same targets up to float renormalisation
+    # wrong, confident weak labels: the zero-shot prior keeps CPL-PoE closer to zero-shot
+    wrong = np.roll(np.eye(C, dtype=np.float32)[probs.argmax(1)], 1, axis=1) * 0.6 + 0.4 / C
+    zs = get_method("zero_shot").fit(X, text_weights=text, logit_scale=50.0).predict(X)
+    cpl = _fit("cpl", X, wrong, text, selection="fixed", epochs=100, lr=1e-2).predict(X)
+    poe = _fit("cpl_poe", X, wrong, text, selection="fixed", epochs=100, lr=1e-2).predict(X)
+    assert (poe == zs).mean() > (cpl == zs).mean()

@@ -61,16 +61,25 @@ def demo(
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all six)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Data and array cache (default $W2SCLIP_CACHE "
                                                         "or ~/.cache/w2sclip)."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: every "
+                                                     "method of the demo; see `w2sclip list methods`)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Run the whole weak-to-strong study on the built-in benchmark, offline."""
-    from w2sclip.demo import run_demo
     from w2sclip.data.builtin_render import DOMAINS
+    from w2sclip.demo import DEMO_METHODS, run_demo
+    from w2sclip.methods import METHODS
+
+    chosen = _domains(methods) or DEMO_METHODS
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise typer.BadParameter(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING)
     res = run_demo(out, quick=quick, seeds=seeds, strong=_domains(strong) or ("full", "limited"),
-                   domains=_domains(domains) or DOMAINS, cache_dir=cache_dir, progress=not quiet)
+                   domains=_domains(domains) or DOMAINS, methods=chosen, cache_dir=cache_dir,
+                   progress=not quiet)
     typer.echo(res["report"])
     typer.echo("time per stage (s): " + ", ".join(f"{k} {v}" for k, v in res["timings"].items()))
     typer.echo(f"wrote {res['out']}/results.csv, results.json, report.md")
@@ -131,5 +140,15 @@ def list_methods() -> None:
         typer.echo(f"{name:14s} {cls.description}  [{cls.citation}]")
 
 
+def run() -> None:
+    """Console entry point: user errors print one clear line (no traceback) and exit 2."""
+    try:
+        app(standalone_mode=True)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        typer.echo(f"error: {msg}", err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -41,6 +41,9 @@ def iter_builtin_runs(quick: bool, n_seeds: int, strong: tuple[str, ...], domain
     from w2sclip.features.extract import cached_features
     from w2sclip.models.strong.openclip import load_strong
 
+    bad = [d for d in domains if d not in DOMAINS]
+    if bad:
+        raise KeyError(f"unknown domain(s) {bad}; valid: {', '.join(DOMAINS)}")
     size = "quick" if quick else "default"
     weak_cfg = QUICK_WEAK if quick else DEMO_WEAK
     cache = ArrayCache(cache_dir / "arrays")

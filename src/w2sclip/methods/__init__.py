@@ -6,6 +6,7 @@ from w2sclip.methods.adaptconf import AdaptConf
 from w2sclip.methods.base import Method, NotFittedError
 from w2sclip.methods.clip_adapter import CLIPAdapter
 from w2sclip.methods.cpl import CPL, CPLHard
+from w2sclip.methods.cpl_poe import CPLPoE
 from w2sclip.methods.kd_lp import KDLinearProbe
 from w2sclip.methods.logconf import LogConf
 from w2sclip.methods.tip_adapter_f import TipAdapterF
@@ -15,6 +16,7 @@ METHODS: dict[str, type[Method]] = {
     "zero_shot": ZeroShot,
     "cpl": CPL,
     "cpl_hard": CPLHard,
+    "cpl_poe": CPLPoE,
     "kd_lp": KDLinearProbe,
     "logconf": LogConf,
     "adaptconf": AdaptConf,

@@ -39,9 +39,7 @@ class CPL(Method):
         p = self.params
         X = check_features(X)
         w0, s0 = self._text(text_weights, logit_scale)
-        Y = as_probs(y, w0.shape[0])
-        if p["hard_labels"]:
-            Y = np.eye(Y.shape[1], dtype=np.float32)[Y.argmax(1)]
+        targets = self._targets(X, as_probs(y, w0.shape[0]), w0, s0)
         self.prototypes_ = torch.nn.Parameter(w0.clone())
         self.log_scale_ = torch.nn.Parameter(torch.tensor(float(np.log(s0))),
                                              requires_grad=p["learn_scale"])
@@ -49,16 +47,19 @@ class CPL(Method):
         Yv = None
         if X_val is not None:
             X_val = check_features(X_val, "X_val")
-            Yv = as_probs(y_val, w0.shape[0])
-            if p["hard_labels"]:
-                Yv = np.eye(Yv.shape[1], dtype=np.float32)[Yv.argmax(1)]
-            Yv = teacher_logits(Yv)
-        self.history_ = train_head(params, self._logits, self._loss, X, teacher_logits(Y),
+            Yv = self._targets(X_val, as_probs(y_val, w0.shape[0]), w0, s0)
+        self.history_ = train_head(params, self._logits, self._loss, X, targets,
                                    lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
                                    seed=p["seed"], selection=p["selection"], X_val=X_val, Y_val=Yv,
                                    on_step=on_step)
         self.fitted_ = True
         return self
+
+    def _targets(self, X: np.ndarray, Y: np.ndarray, w0: torch.Tensor, s0: float) -> torch.Tensor:
+        """Teacher logits the head is distilled from (N, C): log of the (hard) weak labels."""
+        if self.params["hard_labels"]:
+            Y = np.eye(Y.shape[1], dtype=np.float32)[Y.argmax(1)]
+        return teacher_logits(Y)
 
     def _logits(self, X: torch.Tensor) -> torch.Tensor:
         return self.log_scale_.exp() * F.normalize(X, dim=1) @ F.normalize(self.prototypes_, dim=1).T
