@@ -19,8 +19,8 @@ from w2sclip.models.weak.timm_weak import WeakConfig
 
 log = logging.getLogger(__name__)
 
-DEMO_METHODS = ("zero_shot", "kd_lp", "cpl", "cpl_hard", "logconf", "adaptconf", "tip_adapter_f",
-                "clip_adapter")
+DEMO_METHODS = ("zero_shot", "kd_lp", "cpl", "cpl_hard", "cpl_poe", "logconf", "adaptconf",
+                "tip_adapter_f", "clip_adapter")
 DEMO_WEAK = WeakConfig()
 QUICK_WEAK = replace(DEMO_WEAK, epochs=10)
 

@@ -13,7 +13,7 @@ from w2sclip.eval.metrics import mean_std, pgr
 RESULT_COLUMNS = ["dataset", "domain", "strong", "weak", "method", "seed", "accuracy", "pgr",
                   "agreement", "top5", "ece", "weak_accuracy", "ceiling_accuracy", "labels",
                   "criterion", "best_step", "protocol", "n_fit", "n_val", "n_test", "hparams"]
-METHOD_ORDER = ["weak", "zero_shot", "kd_lp", "cpl", "cpl_hard", "logconf", "adaptconf",
+METHOD_ORDER = ["weak", "zero_shot", "kd_lp", "cpl", "cpl_hard", "cpl_poe", "logconf", "adaptconf",
                 "tip_adapter_f", "clip_adapter", "coop", "ceiling_lp", "ceiling"]
 
 
