@@ -39,6 +39,22 @@ def as_probs(y, num_classes: Optional[int] = None) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def hard(Y: np.ndarray) -> np.ndarray:
+    """One-hot of the argmax of probabilities (N, C)."""
+    return np.eye(Y.shape[1], dtype=np.float32)[Y.argmax(1)]
+
+
+def teacher_logits(probs: np.ndarray) -> torch.Tensor:
+    """Log-probabilities: logits whose softmax is ``probs`` (zeros clamped at 1e-8)."""
+    return torch.log(torch.as_tensor(probs).clamp_min(1e-8))
+
+
+def target_logits(y, num_classes: int, hard_labels: bool = False) -> torch.Tensor:
+    """Teacher logits (N, C) to distil from: targets as in ``as_probs``, one-hot when ``hard_labels``."""
+    Y = as_probs(y, num_classes)
+    return teacher_logits(hard(Y) if hard_labels else Y)
+
+
 def check_features(X, name: str = "X") -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2:

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, check_features
-from w2sclip.methods.cpl import teacher_logits
+from w2sclip.methods.base import Method, as_probs, check_features, hard, target_logits, teacher_logits
 from w2sclip.methods.training import train_head
 
 
@@ -39,7 +38,7 @@ class CLIPAdapter(Method):
         w, s = self._text(text_weights, logit_scale)
         Y = as_probs(y, w.shape[0])
         if p["hard_labels"]:
-            Y = np.eye(Y.shape[1], dtype=np.float32)[Y.argmax(1)]
+            Y = hard(Y)
         self.text_weights_, self.logit_scale_ = w, s
         d = X.shape[1]
         hidden = max(1, d // int(p["reduction"]))
@@ -51,10 +50,7 @@ class CLIPAdapter(Method):
         Xv = Yv = None
         if X_val is not None:
             Xv = check_features(X_val, "X_val")
-            Yv = as_probs(y_val, w.shape[0])
-            if p["hard_labels"]:
-                Yv = np.eye(Yv.shape[1], dtype=np.float32)[Yv.argmax(1)]
-            Yv = teacher_logits(Yv)
+            Yv = target_logits(y_val, w.shape[0], p["hard_labels"])
         self.history_ = train_head(list(self.adapter_.parameters()), self._logits, self._loss, X,
                                    teacher_logits(Y), lr=p["lr"], epochs=p["epochs"],
                                    batch_size=p["batch_size"], seed=p["seed"], selection=p["selection"],

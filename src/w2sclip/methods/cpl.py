@@ -8,13 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, check_features
+from w2sclip.methods.base import Method, as_probs, check_features, hard, teacher_logits
 from w2sclip.methods.training import train_head
-
-
-def teacher_logits(probs: np.ndarray) -> torch.Tensor:
-    """Log-probabilities: logits whose softmax is ``probs`` (zeros clamped at 1e-8)."""
-    return torch.log(torch.as_tensor(probs).clamp_min(1e-8))
 
 
 class CPL(Method):
@@ -57,9 +52,7 @@ class CPL(Method):
 
     def _targets(self, X: np.ndarray, Y: np.ndarray, w0: torch.Tensor, s0: float) -> torch.Tensor:
         """Teacher logits the head is distilled from (N, C): log of the (hard) weak labels."""
-        if self.params["hard_labels"]:
-            Y = np.eye(Y.shape[1], dtype=np.float32)[Y.argmax(1)]
-        return teacher_logits(Y)
+        return teacher_logits(hard(Y) if self.params["hard_labels"] else Y)
 
     def _logits(self, X: torch.Tensor) -> torch.Tensor:
         return self.log_scale_.exp() * F.normalize(X, dim=1) @ F.normalize(self.prototypes_, dim=1).T

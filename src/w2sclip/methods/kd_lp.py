@@ -6,8 +6,7 @@ import numpy as np
 import torch
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, check_features
-from w2sclip.methods.cpl import teacher_logits
+from w2sclip.methods.base import Method, as_probs, check_features, target_logits, teacher_logits
 from w2sclip.methods.training import train_head
 
 
@@ -32,7 +31,7 @@ class KDLinearProbe(Method):
         c = Y.shape[1]
         self.coef_ = torch.nn.Parameter(torch.zeros(c, X.shape[1]))
         self.intercept_ = torch.nn.Parameter(torch.zeros(c))
-        Yv = teacher_logits(as_probs(y_val, c)) if X_val is not None else None
+        Yv = target_logits(y_val, c) if X_val is not None else None
         Xv = check_features(X_val, "X_val") if X_val is not None else None
         self.history_ = train_head([self.coef_, self.intercept_], self._logits, self._loss, X,
                                    teacher_logits(Y), lr=p["lr"], epochs=p["epochs"],

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, check_features
-from w2sclip.methods.cpl import teacher_logits
+from w2sclip.methods.base import Method, as_probs, check_features, hard, target_logits, teacher_logits
 from w2sclip.methods.training import train_head
 
 _CHUNK = 4096  # rows per block at prediction: the affinity matrix is (rows, N_cache)
@@ -44,17 +43,14 @@ class TipAdapterF(Method):
         if len(Y) != len(X):
             raise ValueError(f"X has {len(X)} rows but the targets have {len(Y)}")
         if p["hard_labels"]:
-            Y = np.eye(Y.shape[1], dtype=np.float32)[Y.argmax(1)]
+            Y = hard(Y)
         self.text_weights_, self.logit_scale_ = w, s
         self.keys_ = torch.nn.Parameter(F.normalize(torch.as_tensor(X), dim=1).clone())
         self.values_ = torch.as_tensor(Y)
         Xv = Yv = None
         if X_val is not None:
             Xv = check_features(X_val, "X_val")
-            Yv = as_probs(y_val, w.shape[0])
-            if p["hard_labels"]:
-                Yv = np.eye(Yv.shape[1], dtype=np.float32)[Yv.argmax(1)]
-            Yv = teacher_logits(Yv)
+            Yv = target_logits(y_val, w.shape[0], p["hard_labels"])
         self.history_ = train_head([self.keys_], self._logits, self._loss, X, teacher_logits(Y),
                                    lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
                                    seed=p["seed"], selection=p["selection"], X_val=Xv, Y_val=Yv)
