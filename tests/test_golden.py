@@ -33,8 +33,13 @@ def _problem():
 
 def _outputs(name):
     X, probs, text = _problem()
+    extra = {}
+    if METHODS[name].needs_prompt_encoder:
+        from conftest import tiny_prompt_encoder
+
+        extra["prompt_encoder"] = tiny_prompt_encoder(["cat", "dog", "car", "tree"], D)
     m = get_method(name, seed=7).fit(X[:50], probs[:50], text_weights=text, logit_scale=30.0,
-                                     X_val=X[50:60], y_val=probs[50:60])
+                                     X_val=X[50:60], y_val=probs[50:60], **extra)
     return np.round(m.predict_proba(X[60:]).astype(np.float64), 6)
 
 

@@ -21,9 +21,17 @@ def _data(seed=0):
     return X.astype(np.float32), y, probs.astype(np.float32), text.astype(np.float32)
 
 
+CLASSNAMES = ["cat", "dog", "car", "tree", "star"]
+
+
 def _fit(name, X, y, text, **params):
+    extra = {}
+    if METHODS[name].needs_prompt_encoder:  # methods that train through the text encoder
+        from conftest import tiny_prompt_encoder
+
+        extra["prompt_encoder"] = tiny_prompt_encoder(CLASSNAMES, X.shape[1])
     return get_method(name, **params).fit(X[:90], y[:90], text_weights=text, logit_scale=50.0,
-                                          X_val=X[90:], y_val=y[90:])
+                                          X_val=X[90:], y_val=y[90:], **extra)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -20,7 +20,7 @@ from w2sclip.models.weak.timm_weak import WeakConfig
 log = logging.getLogger(__name__)
 
 DEMO_METHODS = ("zero_shot", "kd_lp", "cpl", "cpl_hard", "cpl_poe", "logconf", "adaptconf",
-                "tip_adapter_f", "clip_adapter")
+                "tip_adapter_f", "clip_adapter", "coop")
 DEMO_WEAK = WeakConfig()
 QUICK_WEAK = replace(DEMO_WEAK, epochs=10)
 
@@ -65,6 +65,7 @@ def iter_builtin_runs(quick: bool, n_seeds: int, strong: tuple[str, ...], domain
                 text = model.text_weights(task.classnames, task.test.templates)
             for seed in range(n_seeds):
                 yield {"task": task, "strong": name, "feats": feats, "text": text,
+                       "prompt_encoder": lambda m=model, t=task: m.prompt_encoder(t.classnames),
                        "logit_scale": model.logit_scale, "weak": weak[(task.domain, seed)],
                        "weak_name": weak_cfg.slug, "seed": seed}
 
@@ -84,7 +85,7 @@ def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, seeds: int | 
     records = []
     for r in iter_builtin_runs(quick, n_seeds, strong, domains, cache_dir, timer, progress):
         records += run_seed(r["task"], r["strong"], r["feats"], r["text"], r["logit_scale"], r["weak"],
-                            r["weak_name"], r["seed"], methods, timer)
+                            r["weak_name"], r["seed"], methods, timer, r["prompt_encoder"])
     with timer.stage("report"):
         timings = {k: round(v, 2) for k, v in timer.seconds.items()}
         timings["total"] = round(time.perf_counter() - t0, 2)

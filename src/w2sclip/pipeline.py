@@ -112,8 +112,12 @@ def _metrics(probs: np.ndarray, y: np.ndarray, weak_pred: np.ndarray) -> dict:
 
 def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights: np.ndarray,
              logit_scale: float, weak: np.ndarray, weak_name: str, seed: int,
-             methods: tuple[str, ...], timer: Timer) -> list[dict]:
-    """Fit every method for one seed and evaluate on D_test; returns one record per method."""
+             methods: tuple[str, ...], timer: Timer, prompt_encoder=None) -> list[dict]:
+    """Fit every method for one seed and evaluate on D_test; returns one record per method.
+
+    ``prompt_encoder`` is a zero-argument callable building the CoOp prompt encoder of this
+    task's classes; it is only called for methods that train through the text encoder.
+    """
     y_all = task.test_labels
     s = protocol_splits(y_all, seed)
     fit, val, test = s["hold_fit"], s["hold_val"], s["test"]
@@ -128,8 +132,14 @@ def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights: np.n
                                  X_val=feats[val], y_val=y_all[val])
         for name in methods:
             m = get_method(name, seed=seed)
+            extra = {}
+            if m.needs_prompt_encoder:
+                if prompt_encoder is None:
+                    raise ValueError(f"method {name!r} trains through the text encoder: pass "
+                                     f"prompt_encoder to run_seed")
+                extra["prompt_encoder"] = prompt_encoder()
             fitted[name] = m.fit(feats[fit], p_weak[fit], text_weights=text_weights,
-                                 logit_scale=logit_scale, X_val=feats[val], y_val=p_weak[val])
+                                 logit_scale=logit_scale, X_val=feats[val], y_val=p_weak[val], **extra)
     # final evaluation: the only place D_test labels are read
     y_test, weak_pred = y_all[test], weak[test].argmax(1)
     weak_acc = accuracy(weak_pred, y_test)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from w2sclip.methods.adaptconf import AdaptConf
 from w2sclip.methods.base import Method, NotFittedError
 from w2sclip.methods.clip_adapter import CLIPAdapter
+from w2sclip.methods.coop import CoOp
 from w2sclip.methods.cpl import CPL, CPLHard
 from w2sclip.methods.cpl_poe import CPLPoE
 from w2sclip.methods.kd_lp import KDLinearProbe
@@ -22,6 +23,7 @@ METHODS: dict[str, type[Method]] = {
     "adaptconf": AdaptConf,
     "tip_adapter_f": TipAdapterF,
     "clip_adapter": CLIPAdapter,
+    "coop": CoOp,
 }
 
 

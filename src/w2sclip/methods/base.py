@@ -72,6 +72,8 @@ class Method:
     description: ClassVar[str] = ""
     citation: ClassVar[str] = ""
     needs_text: ClassVar[bool] = False
+    needs_prompt_encoder: ClassVar[bool] = False
+    """True for methods whose ``fit`` runs the text encoder (takes ``prompt_encoder=``)."""
     defaults: ClassVar[dict[str, Any]] = {}
     grid: ClassVar[dict[str, list]] = {}
     """Hyper-parameter values model selection may try (PROTOCOL.md section 6)."""

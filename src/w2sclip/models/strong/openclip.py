@@ -47,6 +47,10 @@ class StrongModel:
         """Normalised image features (N, D) of preprocessed images (N, 3, H, W)."""
         return F.normalize(self.model.encode_image(images).float(), dim=-1)
 
+    def prompt_encoder(self, classnames: list[str]) -> "PromptEncoder":
+        """A CoOp prompt encoder over this model's frozen text tower."""
+        return PromptEncoder(self.model, self.tokenizer, classnames)
+
     @torch.no_grad()
     def text_weights(self, classnames: list[str], templates: list[str]) -> np.ndarray:
         """Class prototypes (C, D): per class, mean over templates of normalised text
@@ -82,3 +86,45 @@ def load_strong(name: str, device: str = "cpu") -> StrongModel:
     tag = Path(pretrained).name if pretrained and Path(pretrained).exists() else (pretrained or "")
     return StrongModel(name=name, arch=arch, pretrained=tag, model=model, preprocess=preprocess,
                        tokenizer=tokenizer)
+
+
+class PromptEncoder(torch.nn.Module):
+    """CoOp's text side: prompts ``[V_1 .. V_M] <class>.`` through the frozen CLIP text tower.
+
+    ``prepare(ctx_init)`` tokenises ``"<ctx_init> <class>."`` for every class and returns the
+    token embeddings of the ``ctx_init`` words as the initial context (M, width); ``forward(ctx)``
+    replaces those M positions by ``ctx`` and returns normalised class features (C, D). Only
+    open_clip's ``CLIP`` text tower (token embedding + transformer) is supported.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, classnames: list[str]) -> None:
+        super().__init__()
+        if not hasattr(model, "token_embedding"):
+            raise ValueError(f"CoOp needs an open_clip CLIP text tower with a token embedding; "
+                             f"{type(model).__name__} has none (HF text towers are not supported)")
+        self.model, self.tokenizer = model, tokenizer
+        self.classnames = [c.replace("_", " ") for c in classnames]
+        self.n_ctx = 0
+
+    def prepare(self, ctx_init: str = "a photo of a") -> torch.Tensor:
+        """Set the context words; returns their embeddings (M, width) as the initial context."""
+        n_ctx = int((self.tokenizer([ctx_init])[0] > 0).sum()) - 2  # minus start and end tokens
+        if n_ctx < 1:
+            raise ValueError(f"ctx_init {ctx_init!r} has no words")
+        tokens = self.tokenizer([f"{ctx_init} {c}." for c in self.classnames])
+        with torch.no_grad():
+            emb = self.model.token_embedding(tokens)
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("prefix", emb[:, :1].clone(), persistent=False)
+        self.register_buffer("suffix", emb[:, 1 + n_ctx:].clone(), persistent=False)
+        self.n_ctx = n_ctx
+        return emb[0, 1:1 + n_ctx].clone()
+
+    def forward(self, ctx: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        c = len(self.classnames)
+        x = torch.cat([self.prefix, ctx.unsqueeze(0).expand(c, -1, -1), self.suffix], dim=1)
+        x = m.transformer(x + m.positional_embedding, attn_mask=m.attn_mask)
+        x = m.ln_final(x)[torch.arange(c), self.tokens.argmax(dim=-1)]
+        x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+        return F.normalize(x, dim=-1)
