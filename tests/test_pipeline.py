@@ -50,3 +50,26 @@ def test_no_test_rows_reach_any_fit(monkeypatch):
             assert y.ndim == 2 and np.allclose(y.sum(1), 1)
     assert {r["method"] for r in records} == {"weak", "ceiling", "ceiling_lp", "cpl", "kd_lp", "zero_shot"}
     assert all(r["n_test"] == len(test_rows) for r in records)
+
+
+def test_methods_get_the_text_weights_of_their_template_set():
+    task, labels = _task()
+    rng = np.random.default_rng(1)
+    n, c, d = len(labels), 4, 8
+    feats = rng.normal(size=(n, d)).astype(np.float32)
+    weak = rng.normal(size=(n, c)).astype(np.float32)
+    asked = []
+
+    def text_for(name):
+        asked.append(name)
+        return np.eye(c, d, dtype=np.float32) if name == "dataset" else np.eye(c, d, k=1, dtype=np.float32)
+
+    import w2sclip.pipeline as pl
+    real_get = pl.get_method
+    try:
+        pl.get_method = lambda name, **kw: real_get(name, **({"templates": "simple"} if name == "zero_shot" else {}), **kw)
+        recs = run_seed(task, "s", feats, text_for, 10.0, weak, "w", 0, ("zero_shot",), Timer())
+    finally:
+        pl.get_method = real_get
+    assert "simple" in asked and "dataset" in asked  # ceilings use the dataset's set
+    assert any(r["method"] == "zero_shot" and '"templates": "simple"' in r["hparams"] for r in recs)

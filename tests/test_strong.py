@@ -46,3 +46,16 @@ def test_coop_at_init_predicts_like_zero_shot(limited):
 def test_unknown_strong_model_names_the_options():
     with pytest.raises(ValueError, match="full, limited"):
         load_strong("clip-large")
+
+
+def test_template_sets_by_name(limited):
+    from w2sclip.models.strong.openclip import template_set
+
+    assert template_set("dataset", ["a {}"]) == ["a {}"]
+    imagenet = template_set("openai_imagenet", [])
+    assert len(imagenet) == 80 and all("{}" in t for t in imagenet)
+    w1 = limited.text_weights(["star", "heart"], template_set("simple", []))
+    w2 = limited.text_weights(["star", "heart"], imagenet)
+    assert not np.allclose(w1, w2)
+    with pytest.raises(KeyError, match="openai_imagenet"):
+        template_set("imagenet80", [])

@@ -110,14 +110,18 @@ def _metrics(probs: np.ndarray, y: np.ndarray, weak_pred: np.ndarray) -> dict:
             "agreement": agreement(probs, weak_pred), "ece": expected_calibration_error(probs, y)}
 
 
-def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights: np.ndarray,
+def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights,
              logit_scale: float, weak: np.ndarray, weak_name: str, seed: int,
              methods: tuple[str, ...], timer: Timer, prompt_encoder=None) -> list[dict]:
     """Fit every method for one seed and evaluate on D_test; returns one record per method.
 
-    ``prompt_encoder`` is a zero-argument callable building the CoOp prompt encoder of this
-    task's classes; it is only called for methods that train through the text encoder.
+    ``text_weights`` is an array (C, D) built from the dataset's templates, or a callable
+    ``text_weights(template_set_name) -> (C, D)`` so that methods with a ``templates``
+    hyper-parameter get their own set. ``prompt_encoder`` is a zero-argument callable building
+    the CoOp prompt encoder of this task's classes; it is only called for methods that train
+    through the text encoder.
     """
+    text_for = text_weights if callable(text_weights) else (lambda name: text_weights)
     y_all = task.test_labels
     s = protocol_splits(y_all, seed)
     fit, val, test = s["hold_fit"], s["hold_val"], s["test"]
@@ -128,7 +132,7 @@ def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights: np.n
     with timer.stage("fits"):
         for name in ("ceiling", "ceiling_lp"):  # ground truth of D_hold (never of D_test)
             m = get_method("cpl" if name == "ceiling" else "kd_lp", seed=seed, selection="val_acc")
-            fitted[name] = m.fit(feats[fit], y_all[fit], text_weights=text_weights, logit_scale=logit_scale,
+            fitted[name] = m.fit(feats[fit], y_all[fit], text_weights=text_for("dataset"), logit_scale=logit_scale,
                                  X_val=feats[val], y_val=y_all[val])
         for name in methods:
             m = get_method(name, seed=seed)
@@ -138,7 +142,7 @@ def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights: np.n
                     raise ValueError(f"method {name!r} trains through the text encoder: pass "
                                      f"prompt_encoder to run_seed")
                 extra["prompt_encoder"] = prompt_encoder()
-            fitted[name] = m.fit(feats[fit], p_weak[fit], text_weights=text_weights,
+            fitted[name] = m.fit(feats[fit], p_weak[fit], text_weights=text_for(m.params.get("templates", "dataset")),
                                  logit_scale=logit_scale, X_val=feats[val], y_val=p_weak[val], **extra)
     # final evaluation: the only place D_test labels are read
     y_test, weak_pred = y_all[test], weak[test].argmax(1)

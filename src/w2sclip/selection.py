@@ -55,7 +55,9 @@ def trajectory(method: str, lr: float, run: dict, steps=SNAPSHOTS) -> list[dict]
         row["test_accuracy"] = float((z_test.argmax(1) == task.test_labels[test]).mean())  # oracle only
         rows.append(row)
 
-    m.fit(feats[fit], p_weak[fit], text_weights=run["text"], logit_scale=run["logit_scale"], on_step=look)
+    text = run["text"]  # an array, or a callable of the template-set name (as in run_seed)
+    text = text(m.params.get("templates", "dataset")) if callable(text) else text
+    m.fit(feats[fit], p_weak[fit], text_weights=text, logit_scale=run["logit_scale"], on_step=look)
     return rows
 
 

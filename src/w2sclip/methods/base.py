@@ -77,6 +77,8 @@ class Method:
     defaults: ClassVar[dict[str, Any]] = {}
     grid: ClassVar[dict[str, list]] = {}
     """Hyper-parameter values model selection may try (PROTOCOL.md section 6)."""
+    # A ``templates`` hyper-parameter (methods initialised from text) names the prompt-template
+    # set the caller builds ``text_weights`` from (``models.strong.openclip.TEMPLATE_SETS``).
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))

@@ -24,7 +24,7 @@ class CPL(Method):
     citation = "Li et al. 2025, arXiv 2511.18396"
     needs_text = True
     defaults = {"T": 1.0, "lr": 1e-3, "epochs": 1000, "batch_size": 0, "learn_scale": False,
-                "selection": "val_loss", "hard_labels": False, "seed": 0}
+                "selection": "val_loss", "hard_labels": False, "templates": "dataset", "seed": 0}
     grid = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "T": [1.0, 2.0]}
 
     def _loss(self, logits: torch.Tensor, target_logits: torch.Tensor, progress: float) -> torch.Tensor:

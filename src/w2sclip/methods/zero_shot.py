@@ -14,7 +14,7 @@ class ZeroShot(Method):
     description = "zero-shot CLIP: prompt-ensemble text embeddings as the classifier"
     citation = "Radford et al. 2021, ICML (CLIP)"
     needs_text = True
-    defaults = {"seed": 0}
+    defaults = {"templates": "dataset", "seed": 0}
 
     def fit(self, X, y=None, *, text_weights=None, logit_scale=None, X_val=None, y_val=None) -> "ZeroShot":
         if X is not None:

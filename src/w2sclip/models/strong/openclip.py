@@ -15,6 +15,25 @@ from w2sclip.models.strong.builtin import BUILTIN_CHECKPOINTS, register_builtin_
 log = logging.getLogger(__name__)
 
 
+TEMPLATE_SETS = ("dataset", "simple", "openai_imagenet", "simple_imagenet")
+"""Prompt-template sets by name: the dataset's own, one plain prompt, open_clip's 80 OpenAI
+ImageNet templates, or its 7 simple ImageNet templates."""
+
+
+def template_set(name: str, dataset_templates: list[str]) -> list[str]:
+    """Templates (with ``{}`` for the class name) of a named set."""
+    if name == "dataset":
+        return list(dataset_templates)
+    if name == "simple":
+        return ["a photo of a {}."]
+    if name in ("openai_imagenet", "simple_imagenet"):
+        from open_clip import zero_shot_metadata as z
+
+        fns = z.OPENAI_IMAGENET_TEMPLATES if name == "openai_imagenet" else z.SIMPLE_IMAGENET_TEMPLATES
+        return [f("{}") for f in fns]
+    raise KeyError(f"unknown template set {name!r}; valid: {', '.join(TEMPLATE_SETS)}")
+
+
 @dataclass
 class StrongModel:
     """A frozen CLIP: the open_clip model, its preprocessing and tokenizer, and its identity."""
