@@ -22,3 +22,18 @@ def test_undefined_pgr_is_marked_not_averaged_in_silently():
     recs = [_rec("cpl", "a", 0, 0.6, weak=0.8, ceil=0.7, pgr=None)]
     row = [line for line in summary_table(recs, "s", "pgr").splitlines() if line.startswith("| cpl")][0]
     assert "undef." in row
+
+
+def test_report_never_pools_different_weak_supervisors():
+    from w2sclip.report import markdown_report
+
+    recs = []
+    for weak, acc in (("A", 0.5), ("B", 0.9)):
+        for seed in (0, 1):
+            r = _rec("cpl", "a", seed, acc)
+            r.update(weak=weak, dataset="d")
+            recs.append(r)
+    report = markdown_report(recs)
+    assert "weak = A" in report and "weak = B" in report
+    assert "| cpl | 50.0 ± 0.0 | 50.0 ± 0.0 |" in report and "| cpl | 90.0 ± 0.0 | 90.0 ± 0.0 |" in report
+    assert "23.1" not in report  # the pooled mean ± std of both supervisors

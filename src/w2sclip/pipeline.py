@@ -27,7 +27,7 @@ from w2sclip.models.weak.timm_weak import WeakConfig
 
 log = logging.getLogger(__name__)
 
-CEILING_HEAD = {"kd_lp": "ceiling_lp"}
+CEILING_HEAD = {"kd_lp": "ceiling_lp", "ceiling_lp": "ceiling_lp"}
 """Which ceiling a method's PGR is measured against (default: ``ceiling``, the CPL head)."""
 
 
@@ -68,9 +68,10 @@ class Task:
 def dataset_key(root: str | Path, name: str, domain: str) -> dict:
     """Identity of a manifest dataset's content (for cache keys)."""
     root = Path(root)
-    h = hashlib.sha256((root / "manifest.csv").read_bytes())
-    if (root / "builtin.json").exists():
-        h.update((root / "builtin.json").read_bytes())
+    h = hashlib.sha256()
+    for name in ("manifest.csv", "classnames.txt", "templates.txt", "builtin.json"):
+        if (root / name).exists():
+            h.update(name.encode() + (root / name).read_bytes())
     return {"name": name, "domain": domain, "manifest_sha256": h.hexdigest()[:16]}
 
 
@@ -79,7 +80,8 @@ def weak_logits(task: Task, cfg: WeakConfig, seed: int, cache: ArrayCache, timer
     from w2sclip.features.extract import decode_images
     from w2sclip.models.weak.timm_weak import predict_logits, train_weak
 
-    key = {"kind": "weak_logits", "data": task.key, "weak": asdict(cfg), "seed": seed}
+    key = {"kind": "weak_logits", "data": task.key, "split": task.test.split, "n": len(task.test),
+           "weak": asdict(cfg), "seed": seed}
     slug = f"{task.dataset}-{task.domain}-{cfg.slug}-s{seed}"
     cached = cache.load(key, slug)
     if cached is not None:
@@ -87,9 +89,9 @@ def weak_logits(task: Task, cfg: WeakConfig, seed: int, cache: ArrayCache, timer
     with timer.stage("weak training"):
         labels = np.asarray(task.train.labels)
         idx = subsample_per_class(labels, cfg.labels_per_class, seed)
-        train_imgs = decode_images(_subset(task.train, idx))
+        train_imgs = decode_images(_subset(task.train, idx), cfg.decode_size)
         model = train_weak(train_imgs, labels[idx], len(task.classnames), cfg, seed)
-        logits = predict_logits(model, decode_images(task.test), cfg.input_size)
+        logits = predict_logits(model, decode_images(task.test, cfg.decode_size), cfg.input_size)
     cache.save(key, logits, slug)
     return logits
 

@@ -44,13 +44,15 @@ def _fmt(values: list, pct: bool = True) -> str:
     return cell if k == len(values) else f"{cell} ({k}/{len(values)} defined)"
 
 
-def summary_table(records: list[dict], strong: str, metric: str = "accuracy") -> str:
+def summary_table(records: list[dict], strong: str, metric: str = "accuracy",
+                  weak: Optional[str] = None, dataset: Optional[str] = None) -> str:
     """Markdown: rows = methods, columns = domains + average, mean ± std over seeds.
 
     The average column averages over domains within each seed first; for ``pgr`` it is the PGR
     of the domain-averaged accuracies of that seed (undefined if that ceiling <= weak).
     """
-    recs = [r for r in records if r["strong"] == strong]
+    recs = [r for r in records if r["strong"] == strong and (weak is None or r["weak"] == weak)
+            and (dataset is None or r["dataset"] == dataset)]
     domains = list(dict.fromkeys(r["domain"] for r in recs))
     methods = _order({r["method"] for r in recs})
     by = defaultdict(list)
@@ -85,14 +87,15 @@ def markdown_report(records: list[dict], title: str = "w2sclip results", notes: 
     if notes:
         parts += [notes, ""]
     seeds = sorted({r["seed"] for r in records})
-    for strong in dict.fromkeys(r["strong"] for r in records):
-        weak = ", ".join(sorted({r["weak"] for r in records if r["strong"] == strong}))
-        parts += [f"## strong = {strong}, weak = {weak} (seeds {seeds})", "",
+    # one group per (dataset, strong, weak): never pool different supervisors or datasets
+    for dataset, strong, weak in dict.fromkeys((r["dataset"], r["strong"], r["weak"]) for r in records):
+        kw = {"weak": weak, "dataset": dataset}
+        parts += [f"## strong = {strong}, weak = {weak}, dataset = {dataset} (seeds {seeds})", "",
                   "Accuracy on D_test (%), mean ± std over seeds:", "",
-                  summary_table(records, strong, "accuracy"), "",
-                  "PGR = (student - weak) / (ceiling - weak); kd_lp against ceiling_lp, the rest "
-                  "against ceiling (the CPL head on ground truth):", "",
-                  summary_table(records, strong, "pgr"), "",
+                  summary_table(records, strong, "accuracy", **kw), "",
+                  "PGR = (student - weak) / (ceiling - weak); kd_lp and ceiling_lp against "
+                  "ceiling_lp, the rest against ceiling (the CPL head on ground truth):", "",
+                  summary_table(records, strong, "pgr", **kw), "",
                   "Agreement with the weak supervisor on D_test (%):", "",
-                  summary_table(records, strong, "agreement"), ""]
+                  summary_table(records, strong, "agreement", **kw), ""]
     return "\n".join(parts)

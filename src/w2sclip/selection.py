@@ -84,8 +84,16 @@ def select_all(rows: list[dict], default_lr: float) -> dict[str, dict]:
 
 def selection_study(runs, methods: tuple[str, ...] = ("cpl", "kd_lp", "logconf")) -> list[dict]:
     """One record per (run, method, rule) with the picked lr/step and its D_test accuracy."""
+    import inspect
+
     from w2sclip.methods import METHODS
 
+    usable = [n for n, c in METHODS.items() if "lr" in c.grid and not c.needs_prompt_encoder
+              and "on_step" in inspect.signature(c.fit).parameters]
+    bad = [m for m in methods if m not in usable]
+    if bad:
+        raise ValueError(f"selection study cannot run {bad}: it needs an lr grid and a training "
+                         f"trajectory; valid: {', '.join(usable)}")
     records = []
     for run in runs:
         for method in methods:

@@ -35,7 +35,8 @@ def extract_features(strong, dataset, batch_size: int = 256, num_workers: int = 
 
 def cached_features(strong, dataset, cache: ArrayCache, dataset_key: dict, **kw) -> np.ndarray:
     """``extract_features`` through ``cache``; the key covers data, model and preprocessing."""
-    key = {"kind": "image_features", "data": dataset_key, "model": strong.identity(),
+    key = {"kind": "image_features", "data": dataset_key, "split": dataset.split, "n": len(dataset),
+           "model": strong.identity(),
            "layer": "image_embedding", "normalized": True, "dtype": "float32"}
     slug = f"{dataset_key.get('name', '')}-{dataset_key.get('domain', '')}-{strong.name}"
     feats = cache.load(key, slug)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ class StrongModel:
     model: torch.nn.Module = field(repr=False)
     preprocess: object = field(repr=False)
     tokenizer: object = field(repr=False)
+    weights_sha256: str = ""
+    """Content hash of a local weights file (empty for open_clip tags and hub ids)."""
 
     @property
     def logit_scale(self) -> float:
@@ -58,7 +61,8 @@ class StrongModel:
         """What a feature cache key needs to know about this model."""
         import open_clip
 
-        return {"arch": self.arch, "pretrained": self.pretrained, "preprocess": repr(self.preprocess),
+        return {"arch": self.arch, "pretrained": self.pretrained, "weights_sha256": self.weights_sha256,
+                "preprocess": repr(self.preprocess),
                 "open_clip": open_clip.__version__, "torch": torch.__version__}
 
     @torch.no_grad()
@@ -102,9 +106,11 @@ def load_strong(name: str, device: str = "cpu") -> StrongModel:
     model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
     model.eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(arch)
-    tag = Path(pretrained).name if pretrained and Path(pretrained).exists() else (pretrained or "")
+    local = bool(pretrained) and Path(pretrained).is_file()
+    tag = Path(pretrained).name if local else (pretrained or "")
+    sha = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()[:16] if local else ""
     return StrongModel(name=name, arch=arch, pretrained=tag, model=model, preprocess=preprocess,
-                       tokenizer=tokenizer)
+                       tokenizer=tokenizer, weights_sha256=sha)
 
 
 class PromptEncoder(torch.nn.Module):

@@ -21,6 +21,8 @@ class WeakConfig:
 
     arch: str = "resnet10t"
     input_size: int = 32
+    decode_size: int = 64
+    """Images are decoded at decode_size (bounded memory, mixed sizes), then seen at input_size."""
     labels_per_class: int = 10
     epochs: int = 20
     lr: float = 2e-3
