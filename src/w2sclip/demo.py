@@ -25,6 +25,11 @@ DEMO_WEAK = WeakConfig()
 QUICK_WEAK = replace(DEMO_WEAK, epochs=10)
 
 
+def weak_config(quick: bool) -> WeakConfig:
+    """The demo's weak-supervisor budget (fewer epochs with ``--quick``)."""
+    return QUICK_WEAK if quick else DEMO_WEAK
+
+
 def default_cache_dir() -> Path:
     """``$W2SCLIP_CACHE`` or ``~/.cache/w2sclip``: generated data and cached arrays."""
     return Path(os.environ.get("W2SCLIP_CACHE", Path.home() / ".cache" / "w2sclip"))
@@ -45,7 +50,7 @@ def iter_builtin_runs(quick: bool, n_seeds: int, strong: tuple[str, ...], domain
     if bad:
         raise KeyError(f"unknown domain(s) {bad}; valid: {', '.join(DOMAINS)}")
     size = "quick" if quick else "default"
-    weak_cfg = QUICK_WEAK if quick else DEMO_WEAK
+    weak_cfg = weak_config(quick)
     cache = ArrayCache(cache_dir / "arrays")
     with timer.stage("generate"):
         root = make_builtin(cache_dir / f"builtin-{size}", size=size, seed=0)
@@ -93,7 +98,7 @@ def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, seeds: int | 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     out, cache_dir = Path(out), Path(cache_dir) if cache_dir else default_cache_dir()
     n_seeds = seeds if seeds is not None else (1 if quick else 3)
-    weak_cfg = QUICK_WEAK if quick else DEMO_WEAK
+    weak_cfg = weak_config(quick)
     timer, t0 = Timer(), time.perf_counter()
     records = []
     for r in iter_builtin_runs(quick, n_seeds, strong, domains, cache_dir, timer, progress):

@@ -120,7 +120,7 @@ def render_painting(parts, rng, size):
     img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.uniform(90, 200, 3)))
     d = ImageDraw.Draw(img)
     for _ in range(20):
-        x, y, r = rng.uniform(0, size, 2), None, rng.uniform(size * 0.08, size * 0.3)
+        x, r = rng.uniform(0, size, 2), rng.uniform(size * 0.08, size * 0.3)
         d.ellipse([x[0] - r, x[1] - r * 0.6, x[0] + r, x[1] + r * 0.6],
                   fill=tuple(int(v) for v in rng.uniform(60, 220, 3)))
     bg = np.asarray(img.filter(ImageFilter.GaussianBlur(size / 25)), dtype=np.float32)
