@@ -118,6 +118,148 @@ def selection_study_cmd(
     typer.echo(table)
 
 
+def _setup_logging(quiet: bool, log_json: Optional[Path] = None) -> None:
+    """Human-readable warnings on stderr; with ``--log-json FILE`` every INFO record as a JSON line."""
+    import json as _json
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_json is not None:
+        class _Json(logging.Formatter):
+            def format(self, r: logging.LogRecord) -> str:
+                return _json.dumps({"t": round(r.created, 3), "level": r.levelname, "logger": r.name,
+                                    "msg": r.getMessage()})
+
+        handler = logging.FileHandler(log_json)
+        handler.setFormatter(_Json())
+        handler.setLevel(logging.INFO)
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+
+
+def _resolve_config(config: str) -> Path:
+    """A YAML path, or a preset name from configs/ (``builtin`` -> configs/builtin.yaml)."""
+    from w2sclip.config import preset_dir
+
+    p = Path(config)
+    if not p.exists() and (preset_dir() / f"{config}.yaml").exists():
+        return preset_dir() / f"{config}.yaml"
+    return p
+
+
+@app.command("run")
+def run_cmd(
+    config: str = typer.Argument(..., help="YAML preset (path or name in configs/) or '-' for defaults."),
+    set_: list[str] = typer.Option([], "--set", help="Override: key=value (YAML value), repeatable."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Folder holding one sub-folder per run."),
+    force: bool = typer.Option(False, help="Recompute even when the run is done."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars, warnings only."),
+    log_json: Optional[Path] = typer.Option(None, help="Also write log records as JSON lines here."),
+) -> None:
+    """Execute ONE run: the preset's base values plus --set (grid values are not crossed)."""
+    from w2sclip.config import load_sweep, make_run_config
+    from w2sclip.runs import load_records, run
+
+    _setup_logging(quiet, log_json)
+    if config == "-":
+        from w2sclip.config import parse_overrides
+
+        cfg = make_run_config(parse_overrides(set_))
+    else:
+        sweep = load_sweep(_resolve_config(config), set_)
+        first = {k: v[0] for k, v in sweep.grid.items()}
+        cfg = make_run_config({**sweep.base, **first})
+    if quiet:
+        cfg = cfg.model_copy(update={"progress": False})
+    folder = run(cfg, runs_dir, force=force)
+    from w2sclip.report import markdown_report
+
+    typer.echo(markdown_report(load_records(folder), f"{cfg.slug()}"))
+    typer.echo(f"run folder: {folder}")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    config: str = typer.Argument(..., help="YAML preset (path or name in configs/)."),
+    set_: list[str] = typer.Option([], "--set", help="Override: key=value or grid.key=[...], repeatable."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Folder holding one sub-folder per run."),
+    workers: int = typer.Option(1, help="Local worker processes."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address ('local' starts one)."),
+    dry_run: bool = typer.Option(False, help="List the runs and what is done, run nothing."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars, warnings only."),
+    log_json: Optional[Path] = typer.Option(None, help="Also write log records as JSON lines here."),
+) -> None:
+    """Execute every run of a preset's grid; finished runs are skipped, failures don't stop it."""
+    from w2sclip.config import load_sweep
+    from w2sclip.runs import run_folder
+    from w2sclip.sweep import plan, run_sweep
+
+    _setup_logging(quiet, log_json)
+    sweep = load_sweep(_resolve_config(config), set_)
+    if dry_run:
+        cfgs, todo = plan(sweep, runs_dir)
+        todo_names = {run_folder(c, runs_dir).name for c in todo}
+        for c in cfgs:
+            name = run_folder(c, runs_dir).name
+            typer.echo(f"{'todo' if name in todo_names else 'done'}  {name}")
+        typer.echo(f"{len(cfgs)} runs, {len(cfgs) - len(todo)} done, {len(todo)} to do")
+        return
+    res = run_sweep(sweep, runs_dir, workers=workers, ray_address=ray, progress=not quiet)
+    typer.echo(f"sweep {sweep.name}: {res['total']} runs, {res['skipped']} already done, "
+               f"{res['ran']} ran, {len(res['failed'])} failed")
+    for f in res["failed"]:
+        typer.echo(f"  failed {f['run']}: {f['error']}", err=True)
+    if res["failed"]:
+        raise typer.Exit(1)
+    typer.echo(f"next: w2sclip report {runs_dir} --out {runs_dir}/report")
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    out: Path = typer.Option(..., help="Output folder for the text-free classifier."),
+    method: str = typer.Option("cpl", help="Which fitted head to export."),
+) -> None:
+    """Export a fitted head (prototypes + logit scale + class names + strong model reference)."""
+    from w2sclip.export import export_classifier
+
+    path = export_classifier(run_dir, out, method)
+    typer.echo(f"wrote {path}/classifier.safetensors and classifier.json")
+
+
+@app.command("predict")
+def predict_cmd(
+    classifier: Path = typer.Argument(..., help="An export folder (w2sclip export)."),
+    images: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    top_k: int = typer.Option(1, "--top-k", help="Classes to list per image."),
+    out: Optional[Path] = typer.Option(None, help="Write predictions as CSV here (default: print)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Classify images with an exported classifier; the text encoder is never loaded."""
+    import csv
+    import sys
+
+    from w2sclip.export import TextFreeClassifier, image_files, predict_files
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    clf = TextFreeClassifier.load(classifier, device=device)
+    rows, bad = predict_files(clf, image_files(images), top_k=top_k)
+    f = open(out, "w", newline="") if out else sys.stdout
+    try:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "class", "prob", "top_k"])
+        for r in rows:
+            w.writerow([r["path"], r["label"], r["class"], f"{r['prob']:.4f}",
+                        ";".join(f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"])])
+    finally:
+        if out:
+            f.close()
+    for path, reason in bad:
+        typer.echo(f"skipped unreadable image {path}: {reason}", err=True)
+    if out:
+        typer.echo(f"wrote {len(rows)} predictions to {out}" + (f" ({len(bad)} unreadable skipped)" if bad else ""))
+
+
 @data_app.command("make-builtin")
 def make_builtin_cmd(
     out: Path = typer.Option(..., help="Folder to write the benchmark into."),

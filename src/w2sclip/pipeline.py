@@ -55,6 +55,8 @@ class Task:
     train: ImageDataset
     test: ImageDataset
     key: dict = field(default_factory=dict)
+    train_key: dict | None = None
+    """Identity of D_train (the weak model's training data), for cache keys."""
 
     @property
     def classnames(self) -> list[str]:
@@ -114,22 +116,27 @@ def _metrics(probs: np.ndarray, y: np.ndarray, weak_pred: np.ndarray) -> dict:
 
 def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights,
              logit_scale: float, weak: np.ndarray, weak_name: str, seed: int,
-             methods: tuple[str, ...], timer: Timer, prompt_encoder=None) -> list[dict]:
+             methods: tuple[str, ...], timer: Timer, prompt_encoder=None, *,
+             method_params: dict | None = None, fractions: tuple[float, float] = (0.5, 0.8),
+             artifacts: dict | None = None, protocol: str = "in_domain") -> list[dict]:
     """Fit every method for one seed and evaluate on D_test; returns one record per method.
 
     ``text_weights`` is an array (C, D) built from the dataset's templates, or a callable
     ``text_weights(template_set_name) -> (C, D)`` so that methods with a ``templates``
     hyper-parameter get their own set. ``prompt_encoder`` is a zero-argument callable building
     the CoOp prompt encoder of this task's classes; it is only called for methods that train
-    through the text encoder.
+    through the text encoder. ``method_params`` overrides hyper-parameters per method name;
+    ``fractions`` are (hold_fraction, fit_fraction). When ``artifacts`` is a dict it receives
+    ``fitted`` (name -> fitted method), ``probs`` (name -> D_test probabilities) and ``split``.
     """
     text_for = text_weights if callable(text_weights) else (lambda name: text_weights)
     y_all = task.test_labels
-    s = protocol_splits(y_all, seed)
+    s = protocol_splits(y_all, seed, hold_fraction=fractions[0], fit_fraction=fractions[1])
+    method_params = method_params or {}
     fit, val, test = s["hold_fit"], s["hold_val"], s["test"]
     p_weak = softmax(weak)
     base = {"dataset": task.dataset, "domain": task.domain, "strong": strong_name, "weak": weak_name,
-            "seed": seed, "protocol": "in_domain", "n_fit": len(fit), "n_val": len(val), "n_test": len(test)}
+            "seed": seed, "protocol": protocol, "n_fit": len(fit), "n_val": len(val), "n_test": len(test)}
     fitted = {}
     with timer.stage("fits"):
         for name in ("ceiling", "ceiling_lp"):  # ground truth of D_hold (never of D_test)
@@ -137,7 +144,7 @@ def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights,
             fitted[name] = m.fit(feats[fit], y_all[fit], text_weights=text_for("dataset"), logit_scale=logit_scale,
                                  X_val=feats[val], y_val=y_all[val])
         for name in methods:
-            m = get_method(name, seed=seed)
+            m = get_method(name, **{"seed": seed, **method_params.get(name, {})})
             extra = {}
             if m.needs_prompt_encoder:
                 if prompt_encoder is None:
@@ -150,8 +157,12 @@ def run_seed(task: Task, strong_name: str, feats: np.ndarray, text_weights,
     y_test, weak_pred = y_all[test], weak[test].argmax(1)
     weak_acc = accuracy(weak_pred, y_test)
     results = {"weak": _metrics(p_weak[test], y_test, weak_pred)}
+    probs = {"weak": p_weak[test]}
     for name, m in fitted.items():
-        results[name] = _metrics(m.predict_proba(feats[test]), y_test, weak_pred)
+        probs[name] = m.predict_proba(feats[test])
+        results[name] = _metrics(probs[name], y_test, weak_pred)
+    if artifacts is not None:
+        artifacts.update(fitted=fitted, probs=probs, split=s)
     records = []
     for name, r in results.items():
         ceil = results[CEILING_HEAD.get(name, "ceiling")]["accuracy"]

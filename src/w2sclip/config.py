@@ -1,0 +1,216 @@
+"""Typed, frozen experiment configs: defaults -> one optional YAML preset -> ``--set`` overrides.
+
+A :class:`RunConfig` is one run: one dataset domain, one strong model, one weak supervisor, one
+seed and a list of methods. A :class:`SweepConfig` is a base run config plus a grid of values;
+its runs are the Cartesian product of the grid. Only the *semantic* fields (those that change the
+numbers) enter a run's digest; execution fields (device, workers, progress) do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROTOCOLS = ("in_domain", "cross_domain", "weak_clip", "byo")
+EXECUTION_FIELDS = ("device", "num_workers", "batch_size", "progress", "cache_dir", "shard_size")
+
+
+class RunConfig(BaseModel):
+    """One weak-to-strong run (PROTOCOL.md): everything that defines its numbers, and how to execute it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: str = Field("builtin", description="dataset name (`w2sclip list datasets`)")
+    root: Optional[str] = Field(None, description="dataset folder; for builtin: generated into the cache when unset")
+    builtin_size: Literal["quick", "default"] = Field("default", description="size of the generated built-in benchmark")
+    domain: str = Field(..., description="target domain (D_hold / D_test)")
+    source_domain: Optional[str] = Field(None, description="cross-domain protocol: the weak model's training domain")
+    strong: str = Field("full", description="strong CLIP spec: full | limited | ARCH:TAG | ARCH:/path | hf-hub:ID")
+    weak: str = Field("timm:resnet10t", description="weak spec: timm:NAME | cvt:ID | clip:ARCH:TAG | file:PATH")
+    weak_options: dict[str, Any] = Field(default_factory=dict, description="options of the weak supervisor")
+    methods: tuple[str, ...] = Field(("zero_shot", "kd_lp", "cpl", "cpl_hard", "cpl_poe", "logconf",
+                                      "adaptconf", "tip_adapter_f", "clip_adapter", "coop"))
+    method_params: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                     description="per-method hyper-parameter overrides")
+    seed: int = 0
+    hold_fraction: float = Field(0.5, gt=0, lt=1, description="share of the official test split that becomes D_hold")
+    fit_fraction: float = Field(0.8, gt=0, lt=1, description="share of D_hold used for fitting (rest: hold_val)")
+    feature_dtype: Literal["float32", "float16"] = "float32"
+    bad_files: Literal["skip", "error"] = Field("skip", description="unreadable images: skip and list them, or stop")
+    # execution only (not in the digest)
+    device: str = "cpu"
+    num_workers: int = 0
+    batch_size: int = 256
+    shard_size: int = 4096
+    progress: bool = True
+    cache_dir: Optional[str] = None
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from w2sclip.methods import METHODS
+
+        bad = [m for m in v if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown method(s) {bad}; valid: {', '.join(METHODS)}")
+        if not v:
+            raise ValueError("methods is empty; name at least one (see `w2sclip list methods`)")
+        return tuple(v)
+
+    @property
+    def protocol(self) -> str:
+        """in_domain | cross_domain | weak_clip | byo, derived from the weak spec and source domain."""
+        if self.weak.startswith("clip:"):
+            return "weak_clip"
+        if self.weak.startswith("file:"):
+            return "byo"
+        if self.source_domain and self.source_domain != self.domain:
+            return "cross_domain"
+        return "in_domain"
+
+    def semantic(self) -> dict:
+        """The fields that change the numbers (the run's identity)."""
+        d = self.model_dump(mode="json", exclude=set(EXECUTION_FIELDS))
+        d["protocol"] = self.protocol
+        return d
+
+    def digest(self) -> str:
+        """Short SHA-256 of the canonical JSON of :meth:`semantic`."""
+        blob = json.dumps(self.semantic(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def slug(self) -> str:
+        """Readable run-folder prefix: dataset-domain-strong-weak-seed."""
+        src = f"from-{self.source_domain}-" if self.protocol == "cross_domain" else ""
+        raw = f"{self.dataset}-{src}{self.domain}-{self.strong}-{self.weak}-s{self.seed}"
+        return "".join(c if c.isalnum() or c in "._-" else "-" for c in raw)[:80]
+
+
+class SweepConfig(BaseModel):
+    """A base :class:`RunConfig` (minus the grid fields) and a grid of values to cross."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "sweep"
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_fields(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        bad = [k for k in v if k not in RunConfig.model_fields]
+        if bad:
+            raise ValueError(f"unknown grid key(s) {bad}; valid: {', '.join(RunConfig.model_fields)}")
+        empty = [k for k, vals in v.items() if not isinstance(vals, list) or not vals]
+        if empty:
+            raise ValueError(f"grid key(s) {empty} need a non-empty list of values")
+        return v
+
+    def runs(self) -> list[RunConfig]:
+        """Every run of the grid, in a stable order (grid keys in file order)."""
+        keys = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            out.append(make_run_config({**self.base, **dict(zip(keys, values))}))
+        return out
+
+
+def make_run_config(values: dict[str, Any]) -> RunConfig:
+    """Validate ``values`` into a RunConfig; errors name the bad key and the valid ones."""
+    try:
+        return RunConfig(**values)
+    except ValidationError as e:
+        raise ValueError(_explain(e, RunConfig)) from None
+
+
+def _explain(e: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            import difflib
+
+            close = difflib.get_close_matches(str(err["loc"][0]), list(model.model_fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"unknown config key {loc!r}{hint}; valid keys: {', '.join(model.model_fields)}")
+        else:
+            lines.append(f"config key {loc!r}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["seed=1", "methods=[cpl,kd_lp]", "grid.seed=[0,1]"]`` -> nested dict (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set {pair!r}: expected key=value, e.g. --set seed=1")
+        key, raw = pair.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> SweepConfig:
+    """Read a YAML preset (``base`` + ``grid``) and apply ``--set`` overrides.
+
+    An override ``key=value`` sets ``base.key`` (and removes ``key`` from the grid, so a single
+    value can be forced); ``grid.key=[...]`` replaces a grid axis.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        presets = sorted(p.name for p in preset_dir().glob("*.yaml")) if preset_dir().exists() else []
+        raise FileNotFoundError(f"config {path} not found; presets in configs/: {', '.join(presets) or 'none'}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping with keys name, description, base, grid")
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for key, value in parse_overrides(overrides or []).items():
+        if key == "grid" and isinstance(value, dict):
+            raw.setdefault("grid", {}).update(value)
+        elif key == "base" and isinstance(value, dict):
+            raw.setdefault("base", {}).update(value)
+        elif key in SweepConfig.model_fields and key not in ("base", "grid"):
+            raw[key] = value
+        else:
+            raw.setdefault("base", {})[key] = value
+            (raw.get("grid") or {}).pop(key, None)
+    try:
+        sweep = SweepConfig(**raw)
+    except ValidationError as e:
+        raise ValueError(f"{path}: {_explain(e, SweepConfig)}") from None
+    bad = [k for k in sweep.base if k not in RunConfig.model_fields]
+    if bad:
+        raise ValueError(f"{path}: " + _explain_unknown(bad))
+    sweep.runs()  # validate every run now, before any work starts
+    return sweep
+
+
+def _explain_unknown(keys: list[str]) -> str:
+    import difflib
+
+    parts = []
+    for k in keys:
+        close = difflib.get_close_matches(k, list(RunConfig.model_fields), n=1)
+        parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"unknown config key(s) {', '.join(parts)}; valid keys: {', '.join(RunConfig.model_fields)}"
+
+
+def preset_dir() -> Path:
+    """The repository's ``configs/`` folder (presets)."""
+    return Path(__file__).resolve().parents[2] / "configs"

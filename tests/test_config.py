@@ -1,0 +1,91 @@
+"""Config objects and YAML presets: every preset loads and validates; errors name the fix."""
+
+from pathlib import Path
+
+import pytest
+
+from w2sclip.config import RunConfig, load_sweep, make_run_config, parse_overrides, preset_dir
+
+PRESETS = sorted(preset_dir().glob("*.yaml"))
+
+
+def test_presets_exist():
+    names = {p.stem for p in PRESETS}
+    assert {"builtin", "domainnet", "office_home", "cross_domain", "weak_clip"} <= names
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_loads(path):
+    sweep = load_sweep(path)
+    runs = sweep.runs()
+    assert runs, f"{path.name} has no runs"
+    digests = {r.digest() for r in runs}
+    assert len(digests) == len(runs), "two runs of one grid share a digest"
+    for r in runs:
+        assert isinstance(r, RunConfig)
+
+
+def test_paper_preset_is_the_paper_study():
+    sweep = load_sweep(preset_dir() / "domainnet.yaml")
+    runs = sweep.runs()
+    assert {r.domain for r in runs} == {"clipart", "infograph", "painting", "quickdraw", "real", "sketch"}
+    assert {r.strong for r in runs} == {"ViT-B-32:openai", "RN50:cc12m"}
+    assert {r.seed for r in runs} == {0, 1, 2}
+    assert len(runs) == 6 * 2 * 2 * 3
+    assert "cpl" in runs[0].methods
+
+
+def test_protocols_derived():
+    assert {r.protocol for r in load_sweep(preset_dir() / "weak_clip.yaml").runs()} == {"weak_clip"}
+    cross = load_sweep(preset_dir() / "cross_domain.yaml").runs()
+    assert {r.protocol for r in cross} == {"cross_domain", "in_domain"}
+    assert sum(r.protocol == "in_domain" for r in cross) == 6 * 3
+
+
+def test_digest_ignores_execution_fields():
+    a = make_run_config({"domain": "real"})
+    b = make_run_config({"domain": "real", "device": "cuda", "num_workers": 8, "progress": False})
+    c = make_run_config({"domain": "real", "seed": 1})
+    assert a.digest() == b.digest() != c.digest()
+    assert a.slug().startswith("builtin-real-full")
+
+
+def test_overrides_set_base_and_grid(tmp_path):
+    sweep = load_sweep(preset_dir() / "builtin.yaml",
+                       ["builtin_size=quick", "grid.seed=[0]", "strong=full", "methods=[cpl,kd_lp]"])
+    runs = sweep.runs()
+    assert len(runs) == 6  # strong forced to one value, one seed
+    assert all(r.builtin_size == "quick" and r.methods == ("cpl", "kd_lp") for r in runs)
+
+
+def test_unknown_key_names_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown config key.*'seeds'.*did you mean 'seed'"):
+        load_sweep(preset_dir() / "builtin.yaml", ["seeds=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: {domian: real}\n")
+    with pytest.raises(ValueError, match=r"domian.*did you mean 'domain'"):
+        load_sweep(bad)
+    bad.write_text("grid: {colour: [red]}\n")
+    with pytest.raises(ValueError, match=r"unknown grid key"):
+        load_sweep(bad)
+
+
+def test_bad_values_are_clear(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['cpl2'\]; valid: .*cpl"):
+        make_run_config({"domain": "real", "methods": ["cpl2"]})
+    with pytest.raises(ValueError, match=r"hold_fraction"):
+        make_run_config({"domain": "real", "hold_fraction": 1.5})
+    with pytest.raises(FileNotFoundError, match="presets in configs/: .*builtin.yaml"):
+        load_sweep(tmp_path / "nope.yaml")
+    (tmp_path / "x.yaml").write_text("base: [1, 2\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_sweep(tmp_path / "x.yaml")
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_overrides(["seed"])
+
+
+def test_run_config_is_frozen():
+    cfg = make_run_config({"domain": "real"})
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]
+    assert Path(preset_dir()).name == "configs"
