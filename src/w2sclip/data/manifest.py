@@ -9,17 +9,26 @@ this format.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from PIL import Image
+from w2sclip.data.images import open_image
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
 @dataclass
 class ImageDataset:
-    """Images of one (dataset, domain, split): ``samples`` are (path, label) pairs."""
+    """Images of one (dataset, domain, split): ``samples`` are (path, label) pairs.
+
+    ``classnames`` are prompt-ready (``prompt_name`` of the folder names); ``raw_classnames``
+    keeps the names as on disk (None for manifest datasets, whose names are already prompt text). ``root`` is the folder the paths
+    live under (it makes ``fingerprint`` independent of where the data is mounted).
+    """
 
     name: str
     classnames: list[str]
@@ -28,23 +37,48 @@ class ImageDataset:
     domain: str | None = None
     split: str | None = None
     transform: object = field(default=None, repr=False)
+    root: str | None = None
+    raw_classnames: list[str] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int):
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            img = img.convert("RGB")
+        img = open_image(path)
         return (self.transform(img) if self.transform else img), label
 
     @property
     def labels(self) -> list[int]:
         return [lab for _, lab in self.samples]
 
-    def with_transform(self, transform) -> "ImageDataset":
-        return ImageDataset(self.name, self.classnames, self.templates, self.samples,
-                            self.domain, self.split, transform)
+    def with_transform(self, transform) -> ImageDataset:
+        return replace(self, transform=transform)
+
+    def without(self, paths: Iterable[str]) -> ImageDataset:
+        """A copy without the samples whose path is in ``paths`` (e.g. bad files)."""
+        drop = {str(p) for p in paths}
+        return replace(self, samples=[s for s in self.samples if s[0] not in drop])
+
+    def relative_samples(self) -> list[tuple[str, int]]:
+        """Samples with paths relative to ``root`` (posix separators) when they lie under it."""
+        if not self.root:
+            return list(self.samples)
+        prefix = str(self.root).rstrip("/\\") + os.sep
+        n = len(prefix)
+        return [((p[n:] if p.startswith(prefix) else p).replace(os.sep, "/"), lab)
+                for p, lab in self.samples]
+
+    def fingerprint(self) -> str:
+        """Short sha256 of name, domain, split, class names, templates and relative samples.
+
+        No image is read; two copies of a dataset under different roots have the same print.
+        """
+        h = hashlib.sha256(json.dumps([self.name, self.domain, self.split, list(self.classnames),
+                                       list(self.templates)]).encode())
+        for path, lab in self.relative_samples():
+            h.update(f"\n{path}\t{lab}".encode())
+        return h.hexdigest()[:16]
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -81,7 +115,7 @@ def load_manifest(root: str | Path, domain: str | None = None, split: str | None
     if not samples:
         raise ValueError(f"{manifest}: no rows for domain={domain!r}, split={split!r}; domains "
                          f"present: {sorted(d for d in domains if d)}, splits: {sorted(s for s in splits if s)}")
-    return ImageDataset(name, classnames, templates, samples, domain, split)
+    return ImageDataset(name, classnames, templates, samples, domain, split, root=str(root))
 
 
 def _label(value: str, index: dict[str, int], manifest: Path, lineno: int) -> int:

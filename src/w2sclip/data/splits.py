@@ -45,3 +45,30 @@ def subsample_per_class(labels, per_class: int, seed: int) -> np.ndarray:
 def save_splits(splits: dict[str, np.ndarray], path: str | Path) -> None:
     """Write split indices as JSON so a run can be reproduced exactly."""
     Path(path).write_text(json.dumps({k: v.tolist() for k, v in splits.items()}))
+
+
+def hashed_train_test(keys, labels, test_fraction: float = 0.5, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified train/test split for datasets without an official one.
+
+    ``keys`` identify the files (paths relative to the dataset root). Within each class the files
+    are ranked by ``sha256(seed, key)`` and the first ``round(test_fraction * n)`` go to test
+    (a class with one file keeps it in train). The result depends only on the file list and the
+    seed, not on listing order, and adding or removing a file moves at most one other file.
+    Returns sorted (train, test) indices.
+    """
+    import hashlib
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction={test_fraction} must lie strictly between 0 and 1")
+    labels = np.asarray(labels)
+    rank = np.array([hashlib.sha256(f"{seed}:{k}".encode()).hexdigest() for k in keys])
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[np.argsort(rank[idx], kind="stable")]
+        k = min(int(round(test_fraction * len(idx))), len(idx) - 1)
+        test.append(idx[:k])
+        train.append(idx[k:])
+    cat = (lambda parts: np.sort(np.concatenate(parts)).astype(int) if parts else np.zeros(0, int))
+    return cat(train), cat(test)
