@@ -1,0 +1,133 @@
+"""``w2sclip data check``: counts per domain, split and class, and every problem found.
+
+Problems (exit status 1): a missing split file or domain, a split-file label that disagrees
+with its class folder, an unknown class folder, a listed file that is missing, an image that
+does not decode, a file in both train and test. Notes (no failure): classes without images in a
+split (DomainNet's ``t-shirt`` in painting/train), domains not present under the root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+_LIST_MAX = 20
+
+
+@dataclass
+class CheckReport:
+    """What ``check_dataset`` found: per-class counts, problems (failures) and notes."""
+
+    name: str
+    root: str
+    classnames: list[str] = field(default_factory=list)
+    counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    bad_images: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self, per_class: bool = True) -> str:
+        """The report as text: a summary table, the per-class table, notes and problems."""
+        keys = list(self.counts)
+        lines = [f"{self.name} at {self.root}", "",
+                 f"{'domain':<14}{'split':<8}{'images':>9}{'classes':>9}{'empty':>7}"]
+        for d, s in keys:
+            c = self.counts[(d, s)]
+            lines.append(f"{d:<14}{s:<8}{sum(c):>9}{sum(x > 0 for x in c):>9}"
+                         f"{sum(x == 0 for x in c):>7}")
+        if per_class and keys:
+            heads = [f"{d}/{s}" for d, s in keys]
+            widths = [max(len(h), 6) + 2 for h in heads]
+            name_w = max(len(n) for n in self.classnames) + 2
+            lines += ["", f"{'label':<6}{'class':<{name_w}}" + "".join(f"{h:>{w}}" for h, w in zip(heads, widths))]
+            for i, n in enumerate(self.classnames):
+                lines.append(f"{i:<6}{n:<{name_w}}" + "".join(f"{self.counts[k][i]:>{w}}"
+                                                              for k, w in zip(keys, widths)))
+        for title, items in (("notes", self.notes), ("problems", self.problems)):
+            if items:
+                lines += ["", f"{title} ({len(items)}):"] + [f"  - {x}" for x in items]
+        lines += ["", "OK: no problems found" if self.ok else f"FAILED: {len(self.problems)} problem(s)"]
+        return "\n".join(lines)
+
+
+def _listing(items: list[str]) -> str:
+    more = f" ... and {len(items) - _LIST_MAX} more" if len(items) > _LIST_MAX else ""
+    return ", ".join(items[:_LIST_MAX]) + more
+
+
+def check_dataset(name: str, root: str | Path, domains=None, images: bool = True,
+                  num_workers: int = 0, **options) -> CheckReport:
+    """Load every (domain, split) of ``name`` under ``root`` and report what is wrong.
+
+    ``images=True`` decodes every image (slow on DomainNet: use ``num_workers``).
+    """
+    from w2sclip.data import get_spec
+
+    spec = get_spec(name)
+    root = Path(root).expanduser()
+    report = CheckReport(name, str(root))
+    if not root.exists():
+        report.problems.append(f"root {root} does not exist")
+        return report
+    present = spec.list_domains(root)
+    known = list(spec.domains) or present
+    wanted = list(domains) if domains else known
+    unknown = [d for d in wanted if d not in known]
+    if unknown:
+        raise KeyError(f"unknown domain(s) {unknown} for {name}; valid: {', '.join(known)}")
+    for d in wanted:
+        if d not in present:
+            (report.problems if domains else report.notes).append(f"domain {d!r} not found under {root}")
+            continue
+        _check_domain(spec, root, d, report, images, num_workers, options)
+    return report
+
+
+def _check_domain(spec, root: Path, domain: str, report: CheckReport, images: bool,
+                  num_workers: int, options: dict) -> None:
+    from w2sclip.data.images import find_bad_images
+    from w2sclip.data.split_files import missing_files
+
+    paths, decoded = {}, set()
+    for split in spec.split_names(root, domain):
+        where = f"{domain}/{split}"
+        errors: list[str] = []
+        try:
+            ds = spec.load(root, domain, split, errors=errors, **options)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            report.problems.append(f"{where}: {e.args[0] if isinstance(e, KeyError) else e}")
+            continue
+        report.problems += errors
+        raw = ds.raw_classnames or ds.classnames
+        report.classnames = report.classnames or list(raw)
+        counts = [0] * len(raw)
+        for lab in ds.labels:
+            counts[lab] += 1
+        report.counts[(domain, split)] = counts
+        empty = [f"{raw[i]} ({i})" for i, c in enumerate(counts) if c == 0]
+        if empty:
+            report.notes.append(f"{where}: {len(empty)} class(es) without images: {_listing(empty)}")
+        listed = [p for p, _ in ds.samples]
+        dup = len(listed) - len(set(listed))
+        if dup:
+            report.problems.append(f"{where}: {dup} file(s) listed more than once")
+        missing = missing_files(ds.samples)
+        if missing:
+            report.problems.append(f"{where}: {len(missing)} listed file(s) missing: {_listing(missing)}")
+        if images:  # each file decoded once, even if several splits list it (PACS "all")
+            todo = replace(ds, samples=[x for x in ds.samples if x[0] not in decoded])
+            decoded.update(listed)
+            bad = find_bad_images(todo.without(missing), num_workers)
+            report.bad_images += bad
+            if bad:
+                report.problems.append(f"{where}: {len(bad)} bad image(s): "
+                                       f"{_listing([f'{p} ({r})' for p, r in bad])}")
+        paths[split] = set(listed)
+    if "train" in paths and "test" in paths:
+        both = sorted(paths["train"] & paths["test"])
+        if both:
+            report.problems.append(f"{domain}: {len(both)} file(s) in both train and test: {_listing(both)}")
