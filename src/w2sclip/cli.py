@@ -273,6 +273,68 @@ def make_builtin_cmd(
     typer.echo(f"wrote {path}/manifest.csv")
 
 
+@data_app.command("download")
+def data_download_cmd(
+    name: str = typer.Argument(..., help="Dataset (see `w2sclip list datasets`)."),
+    root: Path = typer.Option(..., help="Folder to download and unpack into."),
+    domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all)."),
+    mirror: Optional[str] = typer.Option(None, help="Base URL of a mirror of the official server."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check SHA-512 where known."),
+    keep_archives: bool = typer.Option(True, "--keep-archives/--delete-archives",
+                                       help="Keep the .zip files after unpacking."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Download, verify and unpack a dataset with public URLs (DomainNet); rerun to resume."""
+    from w2sclip.data.download import DownloadError, download_dataset
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    try:
+        files = download_dataset(name, root, _domains(domains), mirror=mirror, verify=verify,
+                                 keep_archives=keep_archives, progress=not quiet)
+    except DownloadError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"done: {len(files)} file(s) fetched into {root}; now run "
+               f"`w2sclip data check {name} --root {root}`")
+
+
+@data_app.command("check")
+def data_check_cmd(
+    name: str = typer.Argument(..., help="Dataset (see `w2sclip list datasets`)."),
+    root: Path = typer.Option(..., help="Dataset folder."),
+    domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all present)."),
+    images: bool = typer.Option(True, "--images/--no-images", help="Decode every image to find bad files."),
+    workers: int = typer.Option(4, help="Threads decoding images."),
+    per_class: bool = typer.Option(True, "--per-class/--summary", help="Print the per-class table."),
+    splits: str = typer.Option("auto", help="auto, official or seeded (as for get_dataset)."),
+) -> None:
+    """Counts per domain, split and class, and every problem found; exit status 1 if any."""
+    from w2sclip.data.check import check_dataset
+
+    report = check_dataset(name, root, _domains(domains), images=images, num_workers=workers,
+                           splits=splits)
+    typer.echo(report.format(per_class=per_class))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("make-miniature")
+def make_miniature_cmd(
+    name: str = typer.Argument(..., help="domainnet, office_home, pacs, vlcs or folder."),
+    out: Path = typer.Option(..., help="Folder to write the fixture into."),
+    domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all)."),
+    images_per_class: int = typer.Option(2, help="Images per class and split."),
+    corrupt: int = typer.Option(0, help="Number of bad files to plant."),
+    seed: int = typer.Option(0),
+) -> None:
+    """TEST FIXTURE: write a tiny generated copy of a dataset's layout (NOT the real data)."""
+    from w2sclip.data.miniature import make_miniature
+
+    path = make_miniature(name, out, domains=_domains(domains), images_per_class=images_per_class,
+                          seed=seed, corrupt=corrupt)
+    typer.echo(f"wrote a {name} test fixture (generated images, not real data) to {path}")
+
+
 @list_app.command("methods")
 def list_methods() -> None:
     """Registered methods with a one-line description and citation."""
@@ -280,6 +342,15 @@ def list_methods() -> None:
 
     for name, cls in METHODS.items():
         typer.echo(f"{name:14s} {cls.description}  [{cls.citation}]")
+
+
+@list_app.command("datasets")
+def list_datasets() -> None:
+    """Registered datasets with a one-line description and their source."""
+    from w2sclip.data import DATASETS
+
+    for name, spec in DATASETS.items():
+        typer.echo(f"{name:12s} {spec.description}  [{spec.source}]")
 
 
 def run() -> None:
