@@ -260,6 +260,26 @@ def predict_cmd(
         typer.echo(f"wrote {len(rows)} predictions to {out}" + (f" ({len(bad)} unreadable skipped)" if bad else ""))
 
 
+@app.command("report")
+def report_cmd(
+    runs_dir: Path = typer.Argument(..., help="Folder of run folders (what `w2sclip sweep` wrote)."),
+    out: Path = typer.Option(..., help="Output folder: report.md, report.html, results.csv, plots/."),
+    confusion_domain: Optional[str] = typer.Option(None, help="Domain of the confusion matrix and the "
+                                                              "projection (default: the first)."),
+    confusion_method: Optional[str] = typer.Option(None, help="Method of the confusion matrix (default: cpl)."),
+    projection: str = typer.Option("pca", help="2-D projection of the image features: pca or tsne."),
+    title: Optional[str] = typer.Option(None, help="Report title."),
+) -> None:
+    """Tables (accuracy, PGR, agreement, calibration) and plots from finished run folders, offline."""
+    from w2sclip.report import build_report
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    path = build_report(runs_dir, out, confusion_domain=confusion_domain, confusion_method=confusion_method,
+                        projection=projection, title=title)
+    n = len(list((path.parent / "plots").glob("*.png")))
+    typer.echo(f"wrote {path}, {path.parent / 'report.html'}, results.csv and {n} plots in {path.parent / 'plots'}")
+
+
 @data_app.command("make-builtin")
 def make_builtin_cmd(
     out: Path = typer.Option(..., help="Folder to write the benchmark into."),
