@@ -111,6 +111,9 @@ def _stream(url: str, part: Path, timeout: float, progress: bool) -> int | None:
                 f.write(chunk)
                 bar.update(len(chunk))
         bar.close()
+    size = part.stat().st_size
+    if total is not None and size < total:  # dropped connection: the caller retries and resumes
+        raise ConnectionError(f"connection closed after {size} of {total} bytes")
     return total
 
 
@@ -177,7 +180,8 @@ def fetch(url: str, dest: str | Path, *, sha512_prefix: str | None = None, verif
         time.sleep(wait * (attempt + 1))
     size = part.stat().st_size
     if total is not None and size != total:
-        raise DownloadError(f"{url}: got {size} of {total} bytes; rerun to resume")
+        raise DownloadError(f"{url}: got {size} bytes but the server announced {total}; delete "
+                            f"{part} and rerun")
     digest = _verify(part, sha512_prefix, url, verify)
     part.replace(dest)
     record.write_text(digest + "\n")
