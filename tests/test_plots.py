@@ -51,16 +51,23 @@ def test_bars_never_draw_undefined_values_as_zero(tmp_path, figures):
 
 def test_projection_labels_few_classes_all_many_classes_a_handful(tmp_path, figures):
     rng = np.random.default_rng(0)
-    for n_classes, n_labels in ((6, 6), (60, 8)):
-        mu = rng.normal(size=(n_classes, 12))
+    for n_classes, n_labels in ((6, {6}), (60, set(range(4, 9)))):
+        angle = 2 * np.pi * np.arange(n_classes) / n_classes
+        mu = np.zeros((n_classes, 16))
+        mu[:, 0], mu[:, 1] = 5 * np.cos(angle), 5 * np.sin(angle)  # classes on a circle
         y = rng.integers(0, n_classes, 300)
-        feats = mu[y] + 0.3 * rng.normal(size=(300, 12))
+        feats = mu[y] + 0.3 * rng.normal(size=(300, 16))
+        feats /= np.linalg.norm(feats, axis=1, keepdims=True)  # as the runs store them
         names = [f"c{i}" for i in range(n_classes)]
         path = plots.plot_projection(feats, y, mu + 1.0, {"cpl": mu, "cpl_poe": mu + 0.5}, names,
                                      tmp_path / f"p{n_classes}.png", title="t")
         assert _is_png(path)
         axes = figures[-1].axes
-        assert len(axes) == 2 and all(len(ax.texts) == n_labels for ax in axes)
+        assert len(axes) == 2 and all(len(ax.texts) in n_labels for ax in axes)
+    # prototypes on one spot: one label, not a pile of overlapping ones
+    path = plots.plot_projection(feats, y, mu, {"cpl": np.ones_like(mu) + 1e-3 * mu}, names, tmp_path / "q.png",
+                                 title="t")
+    assert len(figures[-1].axes[0].texts) == 1
     with pytest.raises(ValueError, match="unknown projection 'umap'; valid: pca, tsne"):
         plots.project_2d(feats, [], "umap")
 

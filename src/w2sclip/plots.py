@@ -151,7 +151,7 @@ def plot_projection(features: np.ndarray, labels: np.ndarray, text_prototypes: n
     each learned prototype set (C, D) as stars with an arrow from its initialisation; one panel
     per learned set (or one panel with the text prototypes alone). Prototypes are L2-normalised
     (the heads score with normalised prototypes). The ``n_labels`` classes whose prototypes moved
-    most are named (every class when there are at most 12)."""
+    most are named (every class when there are at most 12), except where labels would overlap."""
     from matplotlib.lines import Line2D
 
     names = list(learned) or [None]
@@ -176,7 +176,7 @@ def plot_projection(features: np.ndarray, labels: np.ndarray, text_prototypes: n
                       width=0.003 * k, headwidth=5, headlength=6, headaxislength=5, color="0.1", alpha=0.7 * k,
                       zorder=4)
             ax.scatter(at[:, 0], at[:, 1], c=cols, marker="*", s=120 * k, edgecolors="k", linewidths=0.6 * k, zorder=5)
-        for c in _labelled(at, text2d, n_labels):
+        for c in _labelled(at, text2d, n_labels, np.ptp(np.concatenate([z, text2d, at]), axis=0)):
             ax.annotate(classnames[c], at[c], xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=6,
                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75})
         ax.set_title(f"{name} prototypes" if name else "text prototypes", fontsize=10)
@@ -191,11 +191,11 @@ def plot_projection(features: np.ndarray, labels: np.ndarray, text_prototypes: n
     return _save(fig, path)
 
 
-def _labelled(at: np.ndarray, start: np.ndarray, k: int) -> list[int]:
-    """Every class up to 12, else the ``k`` that moved most, skipping points that crowd a label."""
-    if len(at) <= 12:
-        return list(range(len(at)))
-    box = np.maximum(np.ptp(at, axis=0), 1e-9) * np.array([0.16, 0.06])  # a label's size, roughly
+def _labelled(at: np.ndarray, start: np.ndarray, k: int, span: np.ndarray) -> list[int]:
+    """The ``k`` classes (every class up to 12) that moved most, skipping points that crowd a label
+    (``span``: the (2,) extent of the axes)."""
+    k = len(at) if len(at) <= 12 else k
+    box = np.maximum(span, 1e-9) * np.array([0.12, 0.05])  # a label's size, roughly
     chosen: list[int] = []
     for c in np.argsort(-np.linalg.norm(at - start, axis=1)):
         if all((np.abs(at[c] - at[o]) > box).any() for o in chosen):
