@@ -155,5 +155,5 @@ def fit_and_evaluate(cfg: RunConfig, task: Task, strong, fs, weak: np.ndarray, t
     w0 = np.asarray(text("dataset"), dtype=np.float32)
     w0 = w0 / np.linalg.norm(w0, axis=1, keepdims=True).clip(1e-12)
     return {"records": records, "artifacts": artifacts, "classnames": list(task.classnames),
-            "labels": np.asarray(sub.labels), "index": index, "features": feats,
+            "labels": np.asarray(sub.labels), "index": index, "paths": [p for p, _ in sub.samples], "features": feats,
             "text_prototypes": w0, "strong_identity": strong.identity(), "bad_files": list(fs.bad_files), "weak_probs": softmax(weak[index])}

@@ -134,7 +134,8 @@ def _write_outputs(folder: Path, cfg: RunConfig, result: dict) -> None:
     preds.update({k: v.astype(np.float16) for k, v in art["probs"].items()})
     _atomic_npz(folder / "predictions.npz", preds)
     # exact argmax labels (fp16 probabilities can tie): what export/predict must reproduce
-    _atomic_npz(folder / "labels.npz", {"y_true": preds["y_true"], "test_index": preds["test_index"],
+    paths = np.array([str(result["paths"][i]) for i in test])
+    _atomic_npz(folder / "labels.npz", {"y_true": preds["y_true"], "test_index": preds["test_index"], "paths": paths,
                                         **{k: v.argmax(1).astype(np.int64) for k, v in art["probs"].items()}})
     rng = np.random.default_rng(cfg.seed)
     keep = np.sort(rng.permutation(len(test))[:PROJECTION_SAMPLE])

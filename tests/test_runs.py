@@ -1,0 +1,127 @@
+"""Run folders, sweeps (resume, failures, workers, Ray) and the exported text-free classifier."""
+
+import json
+
+import numpy as np
+import pytest
+
+from w2sclip import experiment
+from w2sclip.config import SweepConfig, make_run_config
+from w2sclip.runs import is_done, load_records, run, run_folder
+from w2sclip.sweep import run_sweep
+
+FAST = {"dataset": "builtin", "builtin_size": "quick", "strong": "full",
+        "weak_options": {"pretrained": False, "input_size": 32, "decode_size": 64,
+                         "labels_per_class": 10, "epochs": 3},
+        "methods": ["zero_shot", "cpl", "kd_lp"], "progress": False,
+        "method_params": {"cpl": {"epochs": 60}, "kd_lp": {"epochs": 60}}}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def done_run(cache, tmp_path_factory):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    cfg = make_run_config({**FAST, "domain": "clipart", "cache_dir": str(cache)})
+    return cfg, run(cfg, runs_dir)
+
+
+def test_run_folder_contents(done_run):
+    cfg, folder = done_run
+    assert folder.name == f"{cfg.slug()}-{cfg.digest()}"
+    for name in ("config.json", "records.jsonl", "done", "classnames.json", "splits.json", "predictions.npz",
+                 "labels.npz", "projection.npz", "strong.json", "log.jsonl", "fitted/cpl.safetensors"):
+        assert (folder / name).exists(), name
+    conf = json.loads((folder / "config.json").read_text())
+    assert conf["digest"] == cfg.digest() and conf["semantic"]["domain"] == "clipart"
+    recs = load_records(folder)
+    assert {r["method"] for r in recs} == {"weak", "zero_shot", "cpl", "kd_lp", "ceiling", "ceiling_lp"}
+    assert all(r["protocol"] == "in_domain" and r["seed"] == 0 for r in recs)
+    preds, labels = np.load(folder / "predictions.npz"), np.load(folder / "labels.npz")
+    cpl = next(r for r in recs if r["method"] == "cpl")
+    assert np.isclose(cpl["accuracy"], (labels["cpl"] == labels["y_true"]).mean())
+    assert preds["cpl"].shape == (len(labels["y_true"]), 24)
+    splits = json.loads((folder / "splits.json").read_text())
+    assert not set(splits["test"]) & set(splits["hold"])
+    events = [json.loads(line)["event"] for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert events[0] == "run_start" and events[-1] == "run_end"
+
+
+def test_done_run_is_skipped(done_run):
+    cfg, folder = done_run
+    before = (folder / "done").stat().st_mtime_ns
+    assert run(cfg, folder.parent) == folder
+    assert (folder / "done").stat().st_mtime_ns == before
+
+
+def test_export_predicts_like_the_evaluation(done_run, tmp_path):
+    from w2sclip.export import TextFreeClassifier, export_classifier, predict_files
+
+    cfg, folder = done_run
+    out = export_classifier(folder, tmp_path / "clf", "cpl")
+    meta = json.loads((out / "classifier.json").read_text())
+    assert meta["method"] == "cpl" and len(meta["classnames"]) == 24 and meta["strong"] == "full"
+    clf = TextFreeClassifier.load(out)
+    assert getattr(clf.strong.model, "transformer", None) is None  # no text tower
+    labels = np.load(folder / "labels.npz")
+    paths = [str(p) for p in labels["paths"]]
+    assert np.array_equal(clf.predict(paths), labels["cpl"])
+    rows, bad = predict_files(clf, paths[:5], top_k=3)
+    assert not bad and [r["label"] for r in rows] == list(labels["cpl"][:5])
+    assert len(rows[0]["top_k"]) == 3
+    with pytest.raises(ValueError, match="exportable here: .*cpl"):
+        export_classifier(folder, tmp_path / "x", "coop")
+
+
+def test_sweep_resumes_after_a_failure(cache, tmp_path, monkeypatch):
+    sweep = SweepConfig(name="t", base={**FAST, "cache_dir": str(cache), "methods": ["zero_shot", "cpl"]},
+                        grid={"domain": ["clipart", "sketch"]})
+    real = experiment.fit_and_evaluate
+
+    def flaky(cfg, *a, **kw):
+        if cfg.domain == "sketch":
+            raise RuntimeError("simulated crash")
+        return real(cfg, *a, **kw)
+
+    monkeypatch.setattr(experiment, "fit_and_evaluate", flaky)
+    res = run_sweep(sweep, tmp_path, progress=False)
+    assert res["ran"] == 1 and len(res["failed"]) == 1 and "simulated crash" in res["failed"][0]["error"]
+    sketch = run_folder(sweep.runs()[1], tmp_path)
+    assert sketch.exists() and not is_done(sketch)
+    assert "run_failed" in (sketch / "log.jsonl").read_text()
+    monkeypatch.setattr(experiment, "fit_and_evaluate", real)
+    done_before = (run_folder(sweep.runs()[0], tmp_path) / "done").stat().st_mtime_ns
+    res = run_sweep(sweep, tmp_path, progress=False)
+    assert (res["skipped"], res["ran"], res["failed"]) == (1, 1, [])
+    assert (run_folder(sweep.runs()[0], tmp_path) / "done").stat().st_mtime_ns == done_before
+    lines = (tmp_path / "sweep.jsonl").read_text().splitlines()
+    assert [json.loads(x)["status"] for x in lines] == ["done", "failed", "done"]
+
+
+def test_sweep_with_two_workers_matches_sequential(cache, tmp_path):
+    base = {**FAST, "cache_dir": str(cache), "methods": ["zero_shot", "cpl"]}
+    sweep = SweepConfig(name="w", base=base, grid={"domain": ["clipart", "sketch"]})
+    run_sweep(sweep, tmp_path / "seq", progress=False)
+    res = run_sweep(sweep, tmp_path / "par", workers=2, progress=False)
+    assert res["ran"] == 2 and not res["failed"]
+    for cfg in sweep.runs():
+        a = load_records(run_folder(cfg, tmp_path / "seq"))
+        b = load_records(run_folder(cfg, tmp_path / "par"))
+        assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+
+
+def test_sweep_on_local_ray(cache, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    sweep = SweepConfig(name="ray", base={**FAST, "cache_dir": str(cache), "methods": ["zero_shot"]},
+                        grid={"domain": ["clipart", "sketch"]})
+    try:
+        res = run_sweep(sweep, tmp_path, ray_address="local", progress=False)
+    finally:
+        ray.shutdown()
+    assert res["ran"] == 2 and not res["failed"], res
+    assert all(is_done(run_folder(c, tmp_path)) for c in sweep.runs())
