@@ -1,15 +1,253 @@
-"""Batched, no-grad image-feature extraction through the feature cache."""
+"""Batched, no-grad image-feature extraction into the sharded feature store.
+
+``extract`` is the entry point (docs/cache.md): it splits the dataset into shards, encodes the
+shards this process owns (``shard=(i, N)`` or torchrun's RANK/WORLD_SIZE), writes each one
+atomically, and merges them once all exist. ``cached_features`` is the older one-array path
+through ``ArrayCache`` used by the built-in demo.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from w2sclip.features.cache import ArrayCache
+from w2sclip.features.keys import entry_slug, feature_key
+from w2sclip.features.loading import BAD_FILES, SafeImages, ShardBatches
+from w2sclip.features.store import DTYPES, FeatureSet, FeatureStore
 
 log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": (None, None), "amp": (None, torch.float16), "amp_bf16": (None, torch.bfloat16),
+              "fp16": (torch.float16, torch.float16), "bf16": (torch.bfloat16, torch.bfloat16)}
+"""The model's precision -> (input dtype, CUDA autocast dtype), as ``load_strong`` defines them:
+``fp16``/``bf16`` hold low-precision weights, ``amp``/``amp_bf16`` fp32 weights under autocast.
+Autocast runs on CUDA only; on CPU every precision runs as stored (open_clip's convention)."""
+
+
+def precision_dtypes(precision: str, device: torch.device) -> tuple[torch.dtype | None, torch.dtype | None]:
+    """(input dtype or None for fp32, autocast dtype or None) of a model precision on ``device``."""
+    name = {"pure_fp16": "fp16", "pure_bf16": "bf16", "amp_fp16": "amp"}.get(precision, precision)
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    inp, amp = PRECISIONS[name]
+    return inp, (amp if device.type == "cuda" else None)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` -> (i, N) with 0 <= i < N."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard {text!r}: write it as i/N, e.g. 0/4 (this is part 0 of 4)") from None
+    return _check_shard(i, n)
+
+
+def _check_shard(i: int, n: int) -> tuple[int, int]:
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n}: need N >= 1 and 0 <= i < N")
+    return i, n
+
+
+def resolve_shard(shard: tuple[int, int] | str | None) -> tuple[int, int, bool]:
+    """(rank, world, from_env): ``shard`` when given, else torchrun's RANK and WORLD_SIZE."""
+    if shard is None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return (*_check_shard(int(os.environ.get("RANK", "0")), world), world > 1)
+    return (*(parse_shard(shard) if isinstance(shard, str) else _check_shard(*shard)), False)
+
+
+def default_device() -> str:
+    """``cuda:LOCAL_RANK`` (torchrun) or ``cuda`` when CUDA is available, else ``cpu``."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+
+
+def prepare_device(strong, device: str | torch.device | None = None) -> torch.device:
+    """The device to encode on, with ``strong.model`` moved there: ``device``, else the model's.
+    A CUDA device without an index means ``cuda:LOCAL_RANK`` under torchrun."""
+    given = device
+    device = torch.device(device if device is not None else getattr(strong, "device", None) or "cpu")
+    if device.type == "cuda" and (given is None or device.index is None) and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    param = next(strong.model.parameters(), None)
+    if param is not None and param.device != device:
+        strong.model.to(device)
+    return device
+
+
+@torch.inference_mode()
+def encode_batches(model, batches: Iterable, *, device: torch.device, dtype: torch.dtype,
+                   shard_of: Callable[[int], int], on_shard: Callable, precision: str = "fp32",
+                   progress=None) -> None:
+    """Encode ``(images (B, 3, H, W), indices (B,), reasons)`` batches in order.
+
+    Features are ``model.encode_image`` (inputs cast and autocast as ``precision`` says, see
+    ``PRECISIONS``), L2-normalised in fp32,
+    cast to ``dtype`` and kept on the device until a shard is complete; then
+    ``on_shard(j, rows (n_j, D), bad [(index, reason)], event)`` gets them on the host (on CUDA
+    a pinned copy still in flight until ``event``, so the GPU never waits for the host).
+    """
+    inp, amp = precision_dtypes(precision, device)
+    cur, parts, bad = None, [], []
+    for x, idx, reasons in batches:
+        j = shard_of(int(idx[0]))
+        if j != cur:
+            if parts:
+                _hand_over(cur, parts, bad, on_shard)
+            cur, parts, bad = j, [], []
+        x = x.to(device, dtype=inp, non_blocking=True)
+        with torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext():
+            f = model.encode_image(x)
+        parts.append(F.normalize(f.float(), dim=-1).to(dtype))
+        if any(reasons):
+            bad += [(int(i), r) for i, r in zip(idx.tolist(), reasons) if r]
+        if progress is not None:
+            progress.update(len(idx))
+    if parts:
+        _hand_over(cur, parts, bad, on_shard)
+
+
+def _hand_over(j: int, parts: list[torch.Tensor], bad: list, on_shard: Callable) -> None:
+    rows, event = torch.cat(parts), None
+    if rows.is_cuda:
+        host = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
+        host.copy_(rows, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        rows = host
+    on_shard(j, rows, bad, event)
+
+
+class _ShardWriter:
+    """Writes finished shards from a background thread, then releases their locks."""
+
+    def __init__(self, store: FeatureStore, path_of: Callable[[int], str], release: Callable[[int], None],
+                 info: dict) -> None:
+        self.store, self.path_of, self.release, self.info = store, path_of, release, info
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
+        self.futures: list[Future] = []
+
+    def submit(self, j: int, rows: torch.Tensor, bad: list, event) -> None:
+        for f in self.futures:  # fail fast if an earlier write broke
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+        self.futures.append(self.pool.submit(self._write, j, rows, bad, event))
+
+    def _write(self, j: int, rows: torch.Tensor, bad: list, event) -> None:
+        try:
+            if event is not None:
+                event.synchronize()
+            arr = rows.numpy()
+            start = self.store.shard_range(j)[0]
+            if bad:  # unreadable images: NaN rows, so forgetting the valid mask fails loudly
+                arr[[i - start for i, _ in bad]] = np.nan
+            self.store.write_shard(j, arr, [(i, self.path_of(i), r) for i, r in bad], **self.info)
+        finally:
+            self.release(j)
+
+    def close(self) -> None:
+        """Wait for every pending write; re-raise the first error."""
+        self.pool.shutdown(wait=True)
+        for f in self.futures:
+            if f.exception() is not None:
+                raise f.exception()
+
+
+def extract(strong, dataset, cache_root, *, batch_size: int = 256, num_workers: int = 0,
+            shard_size: int = 4096, shard: tuple[int, int] | str | None = None, dtype: str = "float32",
+            bad_files: str = "skip", device: str | None = None, wait: bool | None = None, keep_shards: bool = False, progress: bool = True) -> FeatureSet | None:
+    """Image features (N, D) of every sample of ``dataset``, through the feature store.
+
+    Resumable (finished shards are kept and skipped), safe with several processes on one entry
+    (per-shard locks), sharded with ``shard=(i, N)`` / ``"i/N"`` (shards j with j % N == i) or
+    under torchrun (RANK, WORLD_SIZE). ``dtype`` is the storage dtype (float32|float16); the
+    compute precision is the model's (``load_strong(..., precision=)``); ``device``: see
+    ``prepare_device``. ``bad_files="skip"`` records unreadable images (row NaN, valid False),
+    ``"error"`` stops at the first one. Returns the merged ``FeatureSet``, or None when other
+    shards are still missing and ``wait`` is false (default: wait only under torchrun).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}; valid: {', '.join(DTYPES)}")
+    if bad_files not in BAD_FILES:
+        raise ValueError(f"bad_files={bad_files!r}; valid: {', '.join(BAD_FILES)}")
+    rank, world, from_env = resolve_shard(shard)
+    precision = getattr(strong, "precision", "fp32")
+    precision_dtypes(precision, torch.device("cpu"))
+    key = feature_key(strong, dataset, dtype=dtype, precision=precision)
+    store = FeatureStore(cache_root, key, entry_slug(strong, dataset, dtype), len(dataset), shard_size).open()
+    if not store.complete:
+        mine = [j for j in range(store.n_shards) if j % world == rank]
+        _extract_shards(strong, dataset, store, mine, batch_size=batch_size, num_workers=num_workers,
+                        bad_files=bad_files, device=device, progress=progress)
+    while not store.merge(keep_shards=keep_shards):
+        if not (from_env if wait is None else wait):
+            log.info("%s: shards of part %d/%d done; %d shard(s) of other parts missing; the last "
+                     "part to finish merges", store.path, rank, world, len(store.missing()))
+            return None
+        time.sleep(0.5)
+    return store.load()
+
+
+def open_features(strong, dataset, cache_root, *, dtype: str = "float32", verify: bool = False) -> FeatureSet:
+    """The finished features of ``extract`` with the same arguments, without extracting
+    (FileNotFoundError when absent or unfinished; ``verify`` re-hashes the whole file)."""
+    key = feature_key(strong, dataset, dtype=dtype, precision=getattr(strong, "precision", "fp32"))
+    store = FeatureStore(cache_root, key, entry_slug(strong, dataset, dtype), len(dataset))
+    if not (store.path / "meta.json").exists():
+        raise FileNotFoundError(f"no features at {store.path}; run `w2sclip extract` (or extract()) first")
+    store.shard_size = store.read_meta()["shard_size"]
+    return store.load(verify=verify)
+
+
+def _extract_shards(strong, dataset, store: FeatureStore, shards: list[int], *, batch_size: int,
+                    num_workers: int, bad_files: str, device, progress: bool) -> None:
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    todo = [j for j in shards if not store.is_done(j)]
+    if not todo:
+        return
+    device = prepare_device(strong, device)
+    shape = tuple(strong.preprocess(Image.new("RGB", (32, 32))).shape)
+    images = SafeImages(dataset.with_transform(strong.preprocess), shape, bad_files)
+    samplers = [ShardBatches(store, todo, batch_size)]
+    writer = _ShardWriter(store, images.path, lambda j: [s.release(j) for s in samplers],
+                          {"device": str(device), "precision": store.key["precision"]})
+    total = sum(b - a for a, b in map(store.shard_range, todo))
+    bar = tqdm(total=total, desc=f"extract {store.path.name}", unit="img", disable=not progress)
+
+    def run(sampler: ShardBatches) -> None:
+        loader = torch.utils.data.DataLoader(images, batch_sampler=sampler, num_workers=num_workers,
+                                             pin_memory=device.type == "cuda",
+                                             prefetch_factor=4 if num_workers else None)
+        encode_batches(strong.model, loader, device=device, dtype=getattr(torch, store.key["dtype"]),
+                       shard_of=store.shard_of, on_shard=writer.submit, precision=store.key["precision"],
+                       progress=bar)
+
+    try:
+        run(samplers[0])
+        for j in samplers[0].deferred:  # held by another process: wait, then do it if still missing
+            samplers.append(ShardBatches(store, [j], batch_size, blocking=True))
+            run(samplers[-1])
+    finally:
+        try:
+            writer.close()
+        finally:
+            for s in samplers:
+                s.release_all()
+            bar.close()
 
 
 def decode_images(dataset, size: int | None = None) -> np.ndarray:

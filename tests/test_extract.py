@@ -1,0 +1,191 @@
+"""``extract``: the sharded feature store driven by the built-in tiny CLIP, in one process."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from w2sclip.data.manifest import load_manifest
+from w2sclip.features.extract import extract, extract_features, open_features
+from w2sclip.features.fileio import FileLock
+
+N, SHARD, BATCH = 40, 8, 4
+
+
+def make_toy(root, n: int = N, bad: tuple[int, ...] = ()) -> str:
+    """``n`` random images of varied sizes as a manifest dataset; indices in ``bad`` are garbage."""
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = ["path,label,domain,split"]
+    for i in range(n):
+        path = root / "img" / f"{i:03d}.png"
+        pixels = rng.integers(0, 255, (32 + 8 * (i % 3), 40, 3), dtype=np.uint8)
+        if i in bad:
+            path.write_bytes(b"not an image")
+        else:
+            Image.fromarray(pixels).save(path)
+        rows.append(f"img/{path.name},{i % 3},d,test")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (root / "classnames.txt").write_text("a\nb\nc\n")
+    return str(root)
+
+
+def toy_dataset(root):
+    return load_manifest(root, "d", "test", "toy")
+
+
+@pytest.fixture(scope="module")
+def strong():
+    from w2sclip.models.strong.openclip import load_strong
+
+    return load_strong("full", device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread, as in the subprocess tests, so results are bit-identical."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Counter:
+    """Wraps ``model.encode_image``: counts encoded rows, optionally fails after some batches."""
+
+    def __init__(self, model, fail_after: int | None = None) -> None:
+        self.model, self.orig, self.rows, self.batches, self.fail_after = model, model.encode_image, 0, 0, fail_after
+
+    def __call__(self, x, *a, **k):
+        if self.fail_after is not None and self.batches >= self.fail_after:
+            raise RuntimeError("simulated crash")
+        self.batches += 1
+        self.rows += len(x)
+        return self.orig(x, *a, **k)
+
+    def __enter__(self):
+        self.model.encode_image = self
+        return self
+
+    def __exit__(self, *exc):
+        self.model.encode_image = self.orig
+
+
+def run(strong, root, cache, **kw):
+    kw = {"batch_size": BATCH, "shard_size": SHARD, "progress": False, "device": "cpu", **kw}
+    return extract(strong, toy_dataset(root), cache, **kw)
+
+
+def test_extract_layout_equals_plain_loop_and_is_cached(tmp_path, strong):
+    root = make_toy(tmp_path / "data")
+    fs = run(strong, root, tmp_path / "cache")
+    ref = extract_features(strong, toy_dataset(root), batch_size=BATCH)
+    assert isinstance(fs.features, np.memmap) and fs.features.shape == (N, 128)
+    assert np.array_equal(np.asarray(fs.features), ref)
+    assert np.allclose(np.linalg.norm(fs.features, axis=1), 1, atol=1e-5)
+    assert fs.valid.all() and fs.bad_files == []
+    meta = json.loads((fs.path / "meta.json").read_text())
+    assert (meta["n"], meta["dim"], meta["shard_size"], meta["n_shards"], meta["dtype"]) == (N, 128, 8, 5, "float32")
+    assert meta["key"]["model"]["weights_sha256"] and meta["key"]["layer"] == "image_embedding"
+    assert {"torch", "open_clip_torch", "w2sclip"} <= set(meta["key"]["versions"])
+    assert (fs.path / "complete").exists() and not list(fs.path.glob("shard-*.npy"))
+    assert len(list(fs.path.glob("shard-*.json"))) == 5 and not list(fs.path.glob(".*tmp"))
+    with Counter(strong.model) as c:
+        again = run(strong, root, tmp_path / "cache")
+    assert c.rows == 0 and np.array_equal(again.features, fs.features)
+    assert np.array_equal(open_features(strong, toy_dataset(root), tmp_path / "cache", verify=True).features, ref)
+
+
+def test_fp16_storage_and_bf16_compute_are_separate_entries(tmp_path, strong):
+    root = make_toy(tmp_path / "data")
+    f32 = run(strong, root, tmp_path / "cache")
+    f16 = run(strong, root, tmp_path / "cache", dtype="float16")
+    from w2sclip.models.strong.openclip import load_strong
+
+    bf16 = run(load_strong("full", device="cpu", precision="bf16"), root, tmp_path / "cache")
+    assert len({f32.path, f16.path, bf16.path}) == 3
+    assert f16.features.dtype == np.float16 and f16.features.nbytes == f32.features.nbytes // 2
+    assert np.abs(f16.features.astype(np.float32) - f32.features).max() < 1e-3
+    assert bf16.key["precision"] == "bf16" and bf16.features.dtype == np.float32
+    assert 0 < np.abs(bf16.features - f32.features).max() < 0.05
+
+
+def test_interrupted_run_resumes_without_recomputing_finished_shards(tmp_path, strong):
+    root = make_toy(tmp_path / "data")
+    reference = run(strong, root, tmp_path / "ref").features
+    with Counter(strong.model, fail_after=5), pytest.raises(RuntimeError, match="simulated"):
+        run(strong, root, tmp_path / "cache")  # crashes inside shard 2 (batches of 4, shards of 8)
+    entry = next((tmp_path / "cache").iterdir())
+    done = sorted(p.name for p in entry.glob("shard-*.json"))
+    assert done == ["shard-00000.json", "shard-00001.json"] and not (entry / "complete").exists()
+    lock = FileLock(entry / "shard-00002.lock")
+    assert lock.try_acquire()  # the crash released its lock
+    lock.release()
+    stat = {p: (os.stat(entry / p).st_ino, os.stat(entry / p).st_mtime_ns) for p in done}
+    with Counter(strong.model) as c:
+        fs = run(strong, root, tmp_path / "cache")
+    assert c.rows == N - 2 * SHARD  # only the unfinished shards were encoded
+    assert {p: (os.stat(entry / p).st_ino, os.stat(entry / p).st_mtime_ns) for p in done} == stat
+    assert np.array_equal(fs.features, reference)
+
+
+def test_explicit_parts_and_torchrun_env_split_whole_shards(tmp_path, strong, monkeypatch):
+    root = make_toy(tmp_path / "data")
+    reference = run(strong, root, tmp_path / "ref").features
+    assert run(strong, root, tmp_path / "a", shard=(0, 2)) is None  # part 1/2 still missing
+    entry = next((tmp_path / "a").iterdir())
+    assert sorted(p.name for p in entry.glob("shard-*.json")) == [f"shard-{j:05d}.json" for j in (0, 2, 4)]
+    fs = run(strong, root, tmp_path / "a", shard="1/2")  # the last part merges
+    assert np.array_equal(fs.features, reference)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert run(strong, root, tmp_path / "b", wait=False) is None
+    entry = next((tmp_path / "b").iterdir())
+    assert sorted(p.name for p in entry.glob("shard-*.json")) == ["shard-00001.json", "shard-00004.json"]
+
+
+def test_bad_images_are_recorded_or_raise(tmp_path, strong):
+    root = make_toy(tmp_path / "data", bad=(3, 17))
+    fs = run(strong, root, tmp_path / "cache")
+    assert fs.valid.sum() == N - 2 and not fs.valid[3] and not fs.valid[17]
+    assert np.isnan(fs.features[[3, 17]]).all() and np.isfinite(fs.features[fs.valid]).all()
+    assert [p.rsplit("/", 1)[1] for p, _ in fs.bad_files] == ["003.png", "017.png"]
+    assert all(reason for _, reason in fs.bad_files)
+    good = extract_features(strong, toy_dataset(make_toy(tmp_path / "good")), batch_size=BATCH)
+    assert np.array_equal(fs.features[fs.valid], good[fs.valid])
+    with pytest.raises(ValueError, match=r"003\.png.*bad_files='skip'"):
+        run(strong, root, tmp_path / "strict", bad_files="error")
+
+
+def test_changed_key_or_altered_file_is_a_clear_error(tmp_path, strong):
+    root = make_toy(tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match="w2sclip extract"):
+        open_features(strong, toy_dataset(root), tmp_path / "cache")
+    fs = run(strong, root, tmp_path / "cache")
+    meta = json.loads((fs.path / "meta.json").read_text())
+    meta["key"]["model"]["arch"] = "ViT-B-32"
+    (fs.path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"model\.arch.*delete the folder"):
+        run(strong, root, tmp_path / "cache")
+    fs = run(strong, root, tmp_path / "other")
+    with open(fs.path / "features.npy", "r+b") as f:  # one value changed in place
+        f.seek(1000)
+        f.write(b"\x01\x02")
+    with pytest.raises(ValueError, match="corrupt"):
+        open_features(strong, toy_dataset(root), tmp_path / "other", verify=True)
+
+
+@pytest.mark.parametrize("kw, match", [({"dtype": "float64"}, "float16"), ({"bad_files": "ignore"}, "skip"),
+                                       ({"shard": "2/2"}, "0 <= i < N"), ({"shard": "half"}, "i/N"),
+                                       ({"precision": "int8"}, "amp_bf16"), ({"shard_size": 0}, "shard_size")])
+def test_bad_arguments_name_the_valid_values(tmp_path, strong, kw, match):
+    from dataclasses import replace
+
+    root = make_toy(tmp_path / "data", n=4)
+    if "precision" in kw:
+        strong = replace(strong, precision=kw.pop("precision"))
+    with pytest.raises(ValueError, match=match):
+        run(strong, root, tmp_path / "cache", **kw)
