@@ -67,7 +67,7 @@ def hashed_train_test(keys, labels, test_fraction: float = 0.5, seed: int = 0
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[np.argsort(rank[idx], kind="stable")]
-        k = min(int(round(test_fraction * len(idx))), len(idx) - 1)
+        k = min(round(test_fraction * len(idx)), len(idx) - 1)
         test.append(idx[:k])
         train.append(idx[k:])
     cat = (lambda parts: np.sort(np.concatenate(parts)).astype(int) if parts else np.zeros(0, int))
