@@ -89,3 +89,10 @@ def test_run_config_is_frozen():
     with pytest.raises(Exception):
         cfg.seed = 3  # type: ignore[misc]
     assert Path(preset_dir()).name == "configs"
+
+
+def test_weak_options_checked_before_any_work():
+    with pytest.raises(ValueError, match=r"weak_options \['epoch'\] are not options of weak kind 'lowres'; valid: .*epochs"):
+        load_sweep(preset_dir() / "builtin.yaml", ["weak_options={epoch: 3}"])
+    with pytest.raises(KeyError, match="unknown weak kind 'timmm'"):
+        load_sweep(preset_dir() / "builtin.yaml", ["weak=timmm:resnet18"])

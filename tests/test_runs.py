@@ -11,7 +11,7 @@ from w2sclip.runs import is_done, load_records, run, run_folder
 from w2sclip.sweep import run_sweep
 
 FAST = {"dataset": "builtin", "builtin_size": "quick", "strong": "full",
-        "weak_options": {"pretrained": False, "input_size": 32, "decode_size": 64,
+        "weak": "lowres:resnet10t", "weak_options": {"input_size": 32, "decode_size": 64,
                          "labels_per_class": 10, "epochs": 3},
         "methods": ["zero_shot", "cpl", "kd_lp"], "progress": False,
         "method_params": {"cpl": {"epochs": 60}, "kd_lp": {"epochs": 60}}}

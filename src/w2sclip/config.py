@@ -31,7 +31,7 @@ class RunConfig(BaseModel):
     domain: str = Field(..., description="target domain (D_hold / D_test)")
     source_domain: Optional[str] = Field(None, description="cross-domain protocol: the weak model's training domain")
     strong: str = Field("full", description="strong CLIP spec: full | limited | ARCH:TAG | ARCH:/path | hf-hub:ID")
-    weak: str = Field("timm:resnet10t", description="weak spec: timm:NAME | cvt:ID | clip:ARCH:TAG | file:PATH")
+    weak: str = Field("lowres:resnet10t", description="weak spec: lowres:ARCH | timm:NAME | cvt:ID | hf:ID | clip:SPEC | file:PATH")
     weak_options: dict[str, Any] = Field(default_factory=dict, description="options of the weak supervisor")
     methods: tuple[str, ...] = Field(("zero_shot", "kd_lp", "cpl", "cpl_hard", "cpl_poe", "logconf",
                                       "adaptconf", "tip_adapter_f", "clip_adapter", "coop"))
@@ -197,8 +197,21 @@ def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> Sweep
     bad = [k for k in sweep.base if k not in RunConfig.model_fields]
     if bad:
         raise ValueError(f"{path}: " + _explain_unknown(bad))
-    sweep.runs()  # validate every run now, before any work starts
+    for cfg in sweep.runs():  # validate every run now, before any work starts
+        check_weak_options(cfg)
     return sweep
+
+
+def check_weak_options(cfg: RunConfig) -> None:
+    """The weak spec's kind exists and ``weak_options`` are options of that kind."""
+    from w2sclip.models.weak import weak_options
+
+    kind = cfg.weak.partition(":")[0]
+    valid = weak_options(kind)  # KeyError listing the kinds
+    unknown = sorted(set(cfg.weak_options) - set(valid))
+    if unknown:
+        raise ValueError(f"weak_options {unknown} are not options of weak kind {kind!r}; valid: "
+                         f"{', '.join(valid)}")
 
 
 def _explain_unknown(keys: list[str]) -> str:

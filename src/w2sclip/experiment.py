@@ -72,9 +72,11 @@ def weak_predictions(cfg: RunConfig, task: Task, cache_dir: Path) -> np.ndarray:
     The weak supervisor is trained on D_train (of the source domain for cross-domain) with the
     run's seed; weak-CLIP and bring-your-own predictions use no labels at all.
     """
-    from w2sclip.models.weak import get_weak
+    from w2sclip.models.weak import get_weak, weak_options
 
-    weak = get_weak(cfg.weak, **cfg.weak_options)
+    valid = weak_options(cfg.weak.partition(":")[0])
+    execution = {k: getattr(cfg, k) for k in ("device", "num_workers") if k in valid}
+    weak = get_weak(cfg.weak, **{**execution, **cfg.weak_options})
     key = {"kind": "weak_logits", "weak": weak.identity(), "target": task.key, "split": "test",
            "n": len(task.test), "train": task.train_key if weak.needs_training else None,
            "seed": cfg.seed if weak.needs_training else None}
