@@ -280,6 +280,48 @@ def report_cmd(
     typer.echo(f"wrote {path}, {path.parent / 'report.html'}, results.csv and {n} plots in {path.parent / 'plots'}")
 
 
+@app.command("extract")
+def extract_cmd(
+    dataset: str = typer.Option(..., help="Dataset name (builtin, domainnet, folder, ...)."),
+    root: Path = typer.Option(..., help="Dataset folder."),
+    domain: Optional[str] = typer.Option(None, help="Domain (default: all)."),
+    split: Optional[str] = typer.Option(None, help="Split (default: all)."),
+    strong: str = typer.Option("full", help="Strong CLIP: full, limited, ARCH:TAG, ARCH:/path, hf-hub:org/repo."),
+    shard: Optional[str] = typer.Option(None, help="i/N: encode shards j with j % N == i (default: all, "
+                                                   "or torchrun's RANK/WORLD_SIZE); the last part merges."),
+    fp16: bool = typer.Option(False, "--fp16", help="Store features as float16 (half the disk)."),
+    precision: str = typer.Option("fp32", help="Model precision: fp32, amp, amp_bf16 (autocast on CUDA), "
+                                               "fp16, bf16 (low-precision weights)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 (default: CUDA when available)."),
+    batch_size: int = typer.Option(256),
+    workers: int = typer.Option(4, help="DataLoader workers decoding images."),
+    shard_size: int = typer.Option(4096, help="Images per shard (the unit of resume and of sharding)."),
+    bad_files: str = typer.Option("skip", help="skip (record unreadable images) or error."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache root (default $W2SCLIP_CACHE or "
+                                                        "~/.cache/w2sclip); features go to <cache>/features."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Encode a dataset's images once into the sharded, resumable feature cache (docs/cache.md)."""
+    from w2sclip.data import get_dataset
+    from w2sclip.demo import default_cache_dir
+    from w2sclip.features.extract import default_device, extract, parse_shard
+    from w2sclip.models.strong.openclip import load_strong
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("w2sclip").setLevel(logging.WARNING if quiet else logging.INFO)
+    part = parse_shard(shard) if shard else None
+    ds = get_dataset(dataset, root=root, domain=domain, split=split)
+    model = load_strong(strong, device=device or default_device(), precision=precision)
+    fs = extract(model, ds, (cache_dir or default_cache_dir()) / "features", batch_size=batch_size,
+                 num_workers=workers, shard_size=shard_size, shard=part, bad_files=bad_files,
+                 dtype="float16" if fp16 else "float32", progress=not quiet)
+    if fs is None:
+        typer.echo(f"part {shard} done; other parts still missing (the last part to finish merges)")
+    else:
+        typer.echo(f"features {fs.features.shape[0]}x{fs.features.shape[1]} {fs.features.dtype} in "
+                   f"{fs.path} ({len(fs.bad_files)} unreadable)")
+
+
 @data_app.command("make-builtin")
 def make_builtin_cmd(
     out: Path = typer.Option(..., help="Folder to write the benchmark into."),

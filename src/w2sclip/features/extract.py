@@ -77,8 +77,10 @@ def prepare_device(strong, device: str | torch.device | None = None) -> torch.de
     A CUDA device without an index means ``cuda:LOCAL_RANK`` under torchrun."""
     given = device
     device = torch.device(device if device is not None else getattr(strong, "device", None) or "cpu")
-    if device.type == "cuda" and (given is None or device.index is None) and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda" and (given is None or device.index is None):
+        local = os.environ.get("LOCAL_RANK")
+        index = device.index if local is None else int(local)
+        device = torch.device("cuda", torch.cuda.current_device() if index is None else index)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     param = next(strong.model.parameters(), None)
