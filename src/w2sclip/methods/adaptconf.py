@@ -7,6 +7,7 @@ import torch
 
 from w2sclip.losses import adaptconf_loss
 from w2sclip.methods.cpl import CPL
+from w2sclip.methods.linear_head import LinearHeadGrad
 
 
 class AdaptConf(CPL):
@@ -24,3 +25,7 @@ class AdaptConf(CPL):
 
     def _loss(self, logits: torch.Tensor, target_logits: torch.Tensor, progress: float) -> torch.Tensor:
         return adaptconf_loss(logits, target_logits, theta=self.params["theta"], T=self.params["T"])
+
+    def _grad(self) -> LinearHeadGrad:
+        return LinearHeadGrad(self.prototypes_, log_scale=self.log_scale_, loss="adaptconf",
+                              T=self.params["T"], theta=self.params["theta"])

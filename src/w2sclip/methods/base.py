@@ -19,24 +19,53 @@ class NotFittedError(RuntimeError):
     """A method was used for prediction before ``fit``."""
 
 
-def as_probs(y, num_classes: Optional[int] = None) -> np.ndarray:
-    """Class indices (N,) -> one-hot (N, C); probabilities (N, C) are checked and returned."""
+BLOCK_ELEMENTS = 1 << 22
+"""Elements per block (16 MB of float32) when checking arrays that may be memory-mapped."""
+
+
+def _blocks(a: np.ndarray):
+    rows = max(1, BLOCK_ELEMENTS // max(1, int(np.prod(a.shape[1:]))))
+    return (a[i:i + rows] for i in range(0, len(a), rows))
+
+
+def check_targets(y, num_classes: int | None = None) -> tuple[np.ndarray, int]:
+    """Validate targets without copying them; returns ``(y, C)``.
+
+    ``y`` is class indices (N,) or probabilities (N, C) (float32 and memory-mapped arrays are
+    returned as they are; checks run block by block). ``C`` is ``num_classes``, else inferred.
+    """
     y = np.asarray(y)
     if y.ndim == 1:
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"hard labels must be integers, got dtype {y.dtype}")
-        c = num_classes if num_classes is not None else int(y.max()) + 1
-        if y.min() < 0 or y.max() >= c:
-            raise ValueError(f"labels must lie in [0, {c}), got range [{y.min()}, {y.max()}]")
-        return np.eye(c, dtype=np.float32)[y]
+        lo, hi = (int(y.min()), int(y.max())) if len(y) else (0, -1)
+        c = num_classes if num_classes is not None else hi + 1
+        if lo < 0 or hi >= c:
+            raise ValueError(f"labels must lie in [0, {c}), got range [{lo}, {hi}]")
+        return y, c
     if y.ndim != 2:
         raise ValueError(f"targets must be class indices (N,) or probabilities (N, C), got shape {y.shape}")
-    if not np.isfinite(y).all():
-        raise ValueError("targets contain NaN or infinite values; check the weak model's outputs")
-    if (y < -1e-6).any() or not np.allclose(y.sum(1), 1.0, atol=1e-3):
-        raise ValueError("soft targets must be probabilities: non-negative rows summing to 1 "
-                         "(apply softmax to logits first)")
-    return y.astype(np.float32)
+    if num_classes is not None and y.shape[1] != num_classes:
+        raise ValueError(f"soft targets have {y.shape[1]} classes but the text weights have "
+                         f"{num_classes}; pass targets over the same class list")
+    for block in _blocks(y):
+        if not np.isfinite(block).all():
+            raise ValueError("targets contain NaN or infinite values; check the weak model's outputs")
+        if (block < -1e-6).any() or not np.allclose(block.sum(1), 1.0, atol=1e-3):
+            raise ValueError("soft targets must be probabilities: non-negative rows summing to 1 "
+                             "(apply softmax to logits first)")
+    return (y if y.dtype == np.float32 else y.astype(np.float32)), y.shape[1]
+
+
+def to_probs(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Targets already checked by ``check_targets`` as an in-memory (N, C) float32 array."""
+    return np.eye(num_classes, dtype=np.float32)[y] if y.ndim == 1 else np.array(y, dtype=np.float32)
+
+
+def as_probs(y, num_classes: Optional[int] = None) -> np.ndarray:
+    """Class indices (N,) -> one-hot (N, C); probabilities (N, C) are checked and returned."""
+    y, c = check_targets(y, num_classes)
+    return to_probs(y, c)
 
 
 def hard(Y: np.ndarray) -> np.ndarray:
@@ -56,10 +85,11 @@ def target_logits(y, num_classes: int, hard_labels: bool = False) -> torch.Tenso
 
 
 def check_features(X, name: str = "X") -> np.ndarray:
+    """Features (N, D) as float32, not copied when they already are (memory maps stay mapped)."""
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2:
         raise ValueError(f"{name} must be features of shape (N, D), got {X.shape}")
-    if not np.isfinite(X).all():
+    if not all(np.isfinite(block).all() for block in _blocks(X)):
         raise ValueError(f"{name} contains NaN or infinite values; re-extract the features "
                          f"(delete the cache entry) and check the model's precision")
     return X

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, check_features, hard, teacher_logits
-from w2sclip.methods.training import train_head
+from w2sclip.methods.base import Method, check_features, check_targets, hard, teacher_logits, to_probs
+from w2sclip.methods.linear_head import LinearHeadGrad
+from w2sclip.methods.training import as_tensor, train_head
 
 
 class CPL(Method):
@@ -30,32 +31,48 @@ class CPL(Method):
     def _loss(self, logits: torch.Tensor, target_logits: torch.Tensor, progress: float) -> torch.Tensor:
         return kd_loss(logits, target_logits, T=self.params["T"])
 
+    def _grad(self) -> LinearHeadGrad:
+        """The analytic gradient of ``_loss`` (what ``train_head`` steps with)."""
+        return LinearHeadGrad(self.prototypes_, log_scale=self.log_scale_, loss="kd", T=self.params["T"])
+
     def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None, on_step=None) -> "CPL":
+        """Fit on features X (N, D) (a memory map is read one batch at a time when
+        ``batch_size`` > 0) and targets y: class indices (N,) or probabilities (N, C)."""
         p = self.params
         X = check_features(X)
         w0, s0 = self._text(text_weights, logit_scale)
-        targets = self._targets(X, as_probs(y, w0.shape[0]), w0, s0)
+        y, c = check_targets(y, w0.shape[0])
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but the targets have {len(y)}")
         self.prototypes_ = torch.nn.Parameter(w0.clone())
         self.log_scale_ = torch.nn.Parameter(torch.tensor(float(np.log(s0))),
                                              requires_grad=p["learn_scale"])
         params = [self.prototypes_] + ([self.log_scale_] if p["learn_scale"] else [])
-        Yv = None
         if X_val is not None:
             X_val = check_features(X_val, "X_val")
-            Yv = self._targets(X_val, as_probs(y_val, w0.shape[0]), w0, s0)
-        self.history_ = train_head(params, self._logits, self._loss, X, targets,
+            y_val, _ = check_targets(y_val, c)
+
+        def batch(X_rows, y_rows) -> tuple[torch.Tensor, torch.Tensor]:
+            v = F.normalize(as_tensor(X_rows), dim=1)
+            return v, self._targets(v, to_probs(y_rows, c), w0, s0)
+
+        self.history_ = train_head(params, self._logits_normalized, self._loss, X, y,
                                    lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
-                                   seed=p["seed"], selection=p["selection"], X_val=X_val, Y_val=Yv,
-                                   on_step=on_step)
+                                   seed=p["seed"], selection=p["selection"], X_val=X_val, Y_val=y_val,
+                                   on_step=on_step, batch_fn=batch, step_fn=self._grad())
         self.fitted_ = True
         return self
 
-    def _targets(self, X: np.ndarray, Y: np.ndarray, w0: torch.Tensor, s0: float) -> torch.Tensor:
-        """Teacher logits the head is distilled from (N, C): log of the (hard) weak labels."""
+    def _targets(self, v: torch.Tensor, Y: np.ndarray, w0: torch.Tensor, s0: float) -> torch.Tensor:
+        """Teacher logits the head is distilled from, for normalised features ``v`` (n, D) and
+        their targets as probabilities ``Y`` (n, C): log of the (hard) weak labels."""
         return teacher_logits(hard(Y) if self.params["hard_labels"] else Y)
 
+    def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
+        return self.log_scale_.exp() * v @ F.normalize(self.prototypes_, dim=1).T
+
     def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return self.log_scale_.exp() * F.normalize(X, dim=1) @ F.normalize(self.prototypes_, dim=1).T
+        return self._logits_normalized(F.normalize(X, dim=1))
 
     def decision_function(self, X) -> np.ndarray:
         self._check_fitted()

@@ -26,7 +26,7 @@ class CPLPoE(CPL):
     defaults = {**CPL.defaults, "prior_weight": 1.0}
     grid = {**CPL.grid, "prior_weight": [0.5, 1.0]}
 
-    def _targets(self, X: np.ndarray, Y: np.ndarray, w0: torch.Tensor, s0: float) -> torch.Tensor:
-        weak = super()._targets(X, Y, w0, s0)
-        prior = F.log_softmax(s0 * F.normalize(torch.as_tensor(X), dim=1) @ w0.T, dim=1)
+    def _targets(self, v: torch.Tensor, Y: np.ndarray, w0: torch.Tensor, s0: float) -> torch.Tensor:
+        weak = super()._targets(v, Y, w0, s0)
+        prior = F.log_softmax(s0 * v @ w0.T, dim=1)
         return F.log_softmax(weak + self.params["prior_weight"] * prior, dim=1)

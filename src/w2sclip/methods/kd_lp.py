@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, check_features, target_logits, teacher_logits
-from w2sclip.methods.training import train_head
+from w2sclip.methods.base import Method, check_features, check_targets, teacher_logits, to_probs
+from w2sclip.methods.linear_head import LinearHeadGrad
+from w2sclip.methods.training import as_tensor, train_head
 
 
 class KDLinearProbe(Method):
@@ -24,21 +25,33 @@ class KDLinearProbe(Method):
         return kd_loss(logits, target_logits, T=self.params["T"])
 
     def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None, on_step=None):
+        """Fit on features X (N, D) (a memory map is read one batch at a time when
+        ``batch_size`` > 0) and targets y: class indices (N,) or probabilities (N, C)."""
         p = self.params
         X = check_features(X)
-        c = text_weights.shape[0] if text_weights is not None else None
-        Y = as_probs(y, c)
-        c = Y.shape[1]
+        y, c = check_targets(y, text_weights.shape[0] if text_weights is not None else None)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but the targets have {len(y)}")
         self.coef_ = torch.nn.Parameter(torch.zeros(c, X.shape[1]))
         self.intercept_ = torch.nn.Parameter(torch.zeros(c))
-        Yv = target_logits(y_val, c) if X_val is not None else None
-        Xv = check_features(X_val, "X_val") if X_val is not None else None
-        self.history_ = train_head([self.coef_, self.intercept_], self._logits, self._loss, X,
-                                   teacher_logits(Y), lr=p["lr"], epochs=p["epochs"],
-                                   batch_size=p["batch_size"], seed=p["seed"], selection=p["selection"],
-                                   X_val=Xv, Y_val=Yv, weight_decay=p["weight_decay"], on_step=on_step)
+        if X_val is not None:
+            X_val = check_features(X_val, "X_val")
+            y_val, _ = check_targets(y_val, c)
+
+        def batch(X_rows, y_rows) -> tuple[torch.Tensor, torch.Tensor]:
+            return as_tensor(X_rows), teacher_logits(to_probs(y_rows, c))
+
+        self.history_ = train_head([self.coef_, self.intercept_], self._logits, self._loss, X, y,
+                                   lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
+                                   seed=p["seed"], selection=p["selection"], X_val=X_val, Y_val=y_val,
+                                   weight_decay=p["weight_decay"], on_step=on_step,
+                                   batch_fn=batch, step_fn=self._grad())
         self.fitted_ = True
         return self
+
+    def _grad(self) -> LinearHeadGrad:
+        """The analytic gradient of ``_loss`` (what ``train_head`` steps with)."""
+        return LinearHeadGrad(self.coef_, bias=self.intercept_, loss="kd", T=self.params["T"])
 
     def _logits(self, X: torch.Tensor) -> torch.Tensor:
         return X @ self.coef_.T + self.intercept_

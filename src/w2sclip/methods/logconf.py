@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from w2sclip.losses import logconf_loss
 from w2sclip.methods.cpl import CPL
+from w2sclip.methods.linear_head import LinearHeadGrad
 
 
 def logconf_alpha(progress: float, alpha_max: float = 0.5, warmup: float = 0.2) -> float:
@@ -39,5 +40,11 @@ class LogConf(CPL):
         # train_head hands over log-probabilities; log_softmax(.).exp() is the same teacher
         # distribution kd_loss uses at T = 1, so alpha_max = 0 reproduces CPL bit for bit.
         probs = F.log_softmax(target_logits, dim=1).exp()
-        alpha = logconf_alpha(progress, self.params["alpha_max"], self.params["warmup"])
-        return logconf_loss(logits, probs, alpha)
+        return logconf_loss(logits, probs, self._alpha(progress))
+
+    def _alpha(self, progress: float) -> float:
+        return logconf_alpha(progress, self.params["alpha_max"], self.params["warmup"])
+
+    def _grad(self) -> LinearHeadGrad:
+        return LinearHeadGrad(self.prototypes_, log_scale=self.log_scale_, loss="logconf",
+                              alpha_fn=self._alpha)

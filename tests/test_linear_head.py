@@ -1,0 +1,175 @@
+"""The analytic fast path of the linear heads against autograd, Adam against torch's, and
+training from memory-mapped features."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from w2sclip.losses import adaptconf_loss, kd_loss, logconf_loss
+from w2sclip.methods import get_method
+from w2sclip.methods.linear_head import LinearHeadGrad
+from w2sclip.methods.logconf import logconf_alpha
+from w2sclip.methods.training import Adam
+
+N, D, C = 64, 12, 7
+
+
+def _problem(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, D, generator=g, dtype=torch.float64)
+    teacher = 3 * torch.randn(N, C, generator=g, dtype=torch.float64)
+    W = torch.randn(C, D, generator=g, dtype=torch.float64)
+    return x, teacher, W
+
+
+def _autograd_loss(loss, z, teacher, T, progress):
+    if loss == "kd":
+        return kd_loss(z, teacher, T=T)
+    if loss == "logconf":
+        return logconf_loss(z, F.log_softmax(teacher, dim=1).exp(), logconf_alpha(progress))
+    return adaptconf_loss(z, teacher, theta=0.5, T=T)
+
+
+@pytest.mark.parametrize("full_batch", [True, False])
+@pytest.mark.parametrize("loss,T", [("kd", 1.0), ("kd", 2.0), ("logconf", 1.0),
+                                    ("adaptconf", 1.0), ("adaptconf", 2.0)])
+def test_cosine_head_gradients_match_autograd(loss, T, full_batch):
+    torch.set_default_dtype(torch.float64)  # compare at double precision: 1e-10, not rounding
+    try:
+        x, teacher, W0 = _problem()
+        v = F.normalize(x, dim=1)
+        W = W0.clone().requires_grad_()
+        log_s = torch.tensor(np.log(20.0)).requires_grad_()
+        z = log_s.exp() * v @ F.normalize(W, dim=1).T
+        _autograd_loss(loss, z, teacher, T, 0.1).backward()
+        Wf, sf = W0.clone().requires_grad_(), torch.tensor(np.log(20.0)).requires_grad_()
+        step = LinearHeadGrad(Wf, log_scale=sf, loss=loss, T=T, alpha_fn=logconf_alpha)
+        for _ in range(2):  # the second call uses what a fixed batch caches
+            step(v, teacher, 0.1, full_batch)
+            torch.testing.assert_close(Wf.grad, W.grad, rtol=1e-8, atol=1e-10)
+            torch.testing.assert_close(sf.grad, log_s.grad, rtol=1e-8, atol=1e-10)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("full_batch", [True, False])
+@pytest.mark.parametrize("loss,T", [("kd", 1.0), ("kd", 3.0), ("logconf", 1.0), ("adaptconf", 1.0)])
+def test_linear_head_gradients_match_autograd(loss, T, full_batch):
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, teacher, W0 = _problem(1)
+        b0 = torch.randn(C)
+        W, b = W0.clone().requires_grad_(), b0.clone().requires_grad_()
+        _autograd_loss(loss, x @ W.T + b, teacher, T, 0.5).backward()
+        Wf, bf = W0.clone().requires_grad_(), b0.clone().requires_grad_()
+        step = LinearHeadGrad(Wf, bias=bf, loss=loss, T=T, alpha_fn=logconf_alpha)
+        for _ in range(2):
+            step(x, teacher, 0.5, full_batch)
+            torch.testing.assert_close(Wf.grad, W.grad, rtol=1e-8, atol=1e-10)
+            torch.testing.assert_close(bf.grad, b.grad, rtol=1e-8, atol=1e-10)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_float32_gradients_agree_with_autograd_to_rounding():
+    x, teacher, W0 = (t.float() for t in _problem(2))
+    v = F.normalize(x, dim=1)
+    W = W0.clone().requires_grad_()
+    kd_loss(30.0 * v @ F.normalize(W, dim=1).T, teacher).backward()
+    Wf = W0.clone().requires_grad_()
+    LinearHeadGrad(Wf, log_scale=torch.tensor(float(np.log(30.0))))(v, teacher, 0.0, True)
+    torch.testing.assert_close(Wf.grad, W.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_loss_is_clear():
+    with pytest.raises(ValueError, match="valid: kd"):
+        LinearHeadGrad(torch.zeros(2, 2), loss="mse")
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_is_torch_adam_bit_for_bit(weight_decay):
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(5, 3, generator=g).requires_grad_(), torch.randn(3, generator=g).requires_grad_()]
+    b = [p.detach().clone().requires_grad_() for p in a]
+    ours, ref = Adam(a, lr=1e-2, weight_decay=weight_decay), torch.optim.Adam(b, lr=1e-2, weight_decay=weight_decay)
+    for _ in range(20):
+        grads = [torch.randn(p.shape, generator=g) for p in a]
+        for p, q, gr in zip(a, b, grads):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        ours.step()
+        ref.step()
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(C, D))
+    y = rng.integers(C, size=300)
+    X = (centers[y] + rng.normal(size=(300, D))).astype(np.float32)
+    logits = 2 * np.eye(C)[y] + rng.normal(size=(300, C))
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    return X, probs, centers.astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["cpl", "cpl_poe", "kd_lp", "logconf", "adaptconf"])
+def test_minibatch_from_memory_map_equals_in_memory(tmp_path, name):
+    X, probs, text = _data()
+    for a, f in ((X, "x.npy"), (probs, "p.npy")):
+        np.lib.format.open_memmap(tmp_path / f, mode="w+", dtype=np.float32, shape=a.shape)[:] = a
+    Xm, Pm = np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "p.npy", mmap_mode="r")
+    kw = {"text_weights": text, "logit_scale": 20.0, "X_val": Xm[240:], "y_val": Pm[240:]}
+    a = get_method(name, batch_size=64, epochs=3, seed=1).fit(Xm[:240], Pm[:240], **kw)
+    b = get_method(name, batch_size=64, epochs=3, seed=1).fit(X[:240], probs[:240], **kw)
+    assert a.history_["steps_run"] == 12
+    np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
+
+
+@pytest.mark.parametrize("batch_size", [0, 70])
+@pytest.mark.parametrize("name", ["cpl", "cpl_hard", "cpl_poe", "kd_lp", "logconf", "adaptconf"])
+def test_fast_path_trains_like_autograd(name, batch_size):
+    X, probs, text = _data()
+    kw = {"text_weights": text, "logit_scale": 20.0, "X_val": X[240:], "y_val": probs[240:]}
+    params = {"batch_size": batch_size, "epochs": 30, "lr": 3e-3, "seed": 2}
+    fast = get_method(name, **params).fit(X[:240], probs[:240], **kw)
+    slow = get_method(name, **params)
+    slow._grad = lambda: None  # no step_fn: train_head backpropagates through _loss
+    slow.fit(X[:240], probs[:240], **kw)
+    assert fast.history_["best_step"] == slow.history_["best_step"]
+    assert fast.history_["steps_run"] == slow.history_["steps_run"]
+    np.testing.assert_allclose(fast.predict_proba(X), slow.predict_proba(X), atol=1e-4)
+
+
+def test_check_features_keeps_memory_maps_mapped(tmp_path):
+    from w2sclip.methods.base import check_features, check_targets
+
+    X, probs, _ = _data()
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "p.npy", probs)
+    Xm, Pm = np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "p.npy", mmap_mode="r")
+    assert np.shares_memory(check_features(Xm), Xm)
+    assert np.shares_memory(check_targets(Pm, C)[0], Pm)
+    with pytest.raises(ValueError, match="classes"):
+        check_targets(Pm, C + 1)
+
+
+def test_wide_logits_stay_out_of_subnormals_and_keep_the_gradient():
+    """CLIP's scale 100 spreads cosine logits over 200: the softmax must not produce subnormal
+    floats (slow on CPUs) and the gradient must still be autograd's."""
+    x, teacher, W0 = (t.float() for t in _problem(3))
+    v = F.normalize(x, dim=1)
+    v[:, 0] += 3.0  # correlated rows: wide logit spreads
+    v = F.normalize(v, dim=1)
+    W0[0] = v[0]  # one class right on a sample: its logit is the scale itself
+    W = W0.clone().requires_grad_()
+    kd_loss(300.0 * v @ F.normalize(W, dim=1).T, teacher).backward()
+    Wf = W0.clone().requires_grad_()
+    step = LinearHeadGrad(Wf, log_scale=torch.tensor(float(np.log(300.0))))
+    step(v, teacher, 0.0, False)
+    P = step._buffers["p"]
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((P > 0) & (P < tiny)).any()
+    z = 300.0 * v @ F.normalize(W0, dim=1).T
+    assert (z.amax(1) - z.amin(1)).max() > 100  # the case is really wide
+    torch.testing.assert_close(Wf.grad, W.grad, rtol=1e-4, atol=1e-5)
