@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from w2sclip.models.strong.builtin import BUILTIN_CHECKPOINTS, register_builtin_archs, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +32,13 @@ def template_set(name: str, dataset_templates: list[str]) -> list[str]:
     raise KeyError(f"unknown template set {name!r}; valid: {', '.join(TEMPLATE_SETS)}")
 
 
+PRECISIONS = {"fp32": ("fp32", None), "fp16": ("fp16", torch.float16), "bf16": ("bf16", torch.bfloat16),
+              "amp": ("fp32", torch.float16), "amp_bf16": ("fp32", torch.bfloat16)}
+"""precision -> (open_clip weight precision, CUDA autocast dtype). ``fp16``/``bf16`` store the weights in
+low precision (OpenAI-style, LayerNorms in fp32); ``amp``/``amp_bf16`` keep fp32 weights. Autocast is
+used on CUDA only; on CPU every precision runs as stored."""
+
+
 @dataclass
 class StrongModel:
     """A frozen CLIP: the open_clip model, its preprocessing and tokenizer, and its identity."""
@@ -46,31 +50,61 @@ class StrongModel:
     preprocess: object = field(repr=False)
     tokenizer: object = field(repr=False)
     weights_sha256: str = ""
-    """Content hash of a local weights file (empty for open_clip tags and hub ids)."""
+    """Content hash of local weights (empty for open_clip tags; the snapshot revision for hub ids)."""
+    precision: str = "fp32"
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.float().exp())
 
     @property
     def image_size(self) -> int:
         size = self.model.visual.image_size
         return int(size[0] if isinstance(size, (tuple, list)) else size)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def quick_gelu(self) -> bool:
+        """Whether the built model uses QuickGELU (read from its modules, not from a config)."""
+        from open_clip.transformer import QuickGELU
+
+        return any(isinstance(m, QuickGELU) for m in self.model.modules())
+
+    def preprocess_cfg(self) -> dict:
+        """size, mean, std, interpolation, resize_mode, fill_color of this model's preprocessing."""
+        from open_clip.model import get_model_preprocess_cfg
+
+        cfg = dict(get_model_preprocess_cfg(self.model))
+        return {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in sorted(cfg.items())}
+
     def identity(self) -> dict:
         """What a feature cache key needs to know about this model."""
         import open_clip
 
-        return {"arch": self.arch, "pretrained": self.pretrained, "weights_sha256": self.weights_sha256,
-                "preprocess": repr(self.preprocess),
+        return {"name": self.name, "arch": self.arch, "pretrained": self.pretrained,
+                "weights_sha256": self.weights_sha256, "preprocess": self.preprocess_cfg(),
+                "quick_gelu": self.quick_gelu, "precision": self.precision,
                 "open_clip": open_clip.__version__, "torch": torch.__version__}
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision][1]
+        on = dtype is not None and self.device.type == "cuda"
+        return torch.autocast("cuda", dtype=dtype or torch.float16, enabled=on) if on else nullcontext()
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised image features (N, D) of preprocessed images (N, 3, H, W)."""
-        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+        """Normalised image features (N, D) float32 on the CPU of preprocessed images (N, 3, H, W)."""
+        from open_clip.model import get_input_dtype
 
-    def prompt_encoder(self, classnames: list[str]) -> "PromptEncoder":
+        x = images.to(self.device, dtype=get_input_dtype(PRECISIONS[self.precision][0]), non_blocking=True)
+        with self._autocast():
+            feats = self.model.encode_image(x)
+        return F.normalize(feats.float(), dim=-1).cpu()
+
+    def prompt_encoder(self, classnames: list[str]) -> PromptEncoder:
         """A CoOp prompt encoder over this model's frozen text tower."""
         return PromptEncoder(self.model, self.tokenizer, classnames)
 
@@ -79,38 +113,66 @@ class StrongModel:
         """Class prototypes (C, D): per class, mean over templates of normalised text
         embeddings, normalised again (PROTOCOL.md section 3)."""
         prompts = [t.format(c.replace("_", " ")) for c in classnames for t in templates]
-        emb = torch.cat([F.normalize(self.model.encode_text(self.tokenizer(prompts[i:i + 512])).float(), dim=-1)
-                         for i in range(0, len(prompts), 512)])
-        w = emb.view(len(classnames), len(templates), -1).mean(1)
+        chunks = []
+        for i in range(0, len(prompts), 512):
+            with self._autocast():
+                emb = self.model.encode_text(self.tokenizer(prompts[i:i + 512]).to(self.device))
+            chunks.append(F.normalize(emb.float(), dim=-1).cpu())
+        w = torch.cat(chunks).view(len(classnames), len(templates), -1).mean(1)
         return F.normalize(w, dim=-1).numpy()
 
 
-def load_strong(name: str, device: str = "cpu") -> StrongModel:
-    """Load a strong CLIP.
+def load_strong(name: str, device: str = "cpu", precision: str = "fp32", offline: bool = False,
+                cache_dir: str | None = None) -> StrongModel:
+    """Load a frozen strong CLIP named by a spec (grammar in :mod:`w2sclip.models.strong.spec`).
 
-    ``name`` is a built-in checkpoint (``full``, ``limited``), ``ARCH:TAG`` for open_clip's
-    pretrained tags (``ViT-B-32:openai``), ``ARCH:/path/to/weights`` or ``hf-hub:org/repo``.
+    ``full``/``limited``, ``ARCH:TAG`` (``ViT-B-32:openai``), ``ARCH:/path/to/weights``,
+    ``ARCH:/path/to/folder``, ``hf-hub:org/name`` or ``ARCH:random``. Preprocessing always comes from
+    the model's own configuration. ``offline`` (or ``HF_HUB_OFFLINE=1``) reads only the local cache
+    (``cache_dir`` or the HF hub cache) and raises a short FileNotFoundError naming the missing file.
+    ``precision`` is one of PRECISIONS.
     """
+    from w2sclip.models.strong.spec import parse_spec
+    from w2sclip.models.strong.weights import resolve_weights
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} unknown; valid: {', '.join(PRECISIONS)}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    spec = parse_spec(name)
+    w = resolve_weights(spec, offline=offline, cache_dir=cache_dir)
+    model, preprocess = _create(spec, w, device, precision, cache_dir)
+    return StrongModel(name=name, arch=w.arch, pretrained=w.tag, model=model, preprocess=preprocess,
+                       tokenizer=w.tokenizer(), weights_sha256=w.sha256, precision=precision)
+
+
+def _create(spec, w, device: str, precision: str, cache_dir: str | None):
     import open_clip
 
-    register_builtin_archs()
-    if name in BUILTIN_CHECKPOINTS:
-        arch, pretrained = BUILTIN_CHECKPOINTS[name], str(resolve_checkpoint(name))
-    elif name.startswith("hf-hub:"):
-        arch, pretrained = name, None
-    elif ":" in name:
-        arch, pretrained = name.split(":", 1)
-    else:
-        raise ValueError(f"strong model {name!r}: use a built-in name ({', '.join(BUILTIN_CHECKPOINTS)}), "
-                         f"ARCH:TAG (e.g. ViT-B-32:openai), ARCH:/path/to/weights or hf-hub:org/repo")
-    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+    from w2sclip.models.hub import hf_cache_dir, hub_offline
+
+    try:
+        with hub_offline(w.offline):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                w.model_name, pretrained=w.pretrained, device=device, precision=PRECISIONS[precision][0],
+                force_quick_gelu=w.force_quick_gelu, **w.preprocess_kwargs(),
+                require_pretrained=spec.kind != "random", cache_dir=w.cache_dir)
+    except OSError as e:
+        if not w.offline:
+            raise
+        raise FileNotFoundError(f"strong model {spec.name!r}: a file open_clip needs to build {w.model_name} "
+                                f"is not in the local cache ({hf_cache_dir(cache_dir)}) and offline mode is on: "
+                                f"{str(e).splitlines()[0][:300]}; load the model once with network and copy "
+                                f"the cache") from None
+    except Exception as e:
+        if isinstance(e, torch.OutOfMemoryError) or not (isinstance(e, RuntimeError) or spec.kind in ("file", "folder")):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ValueError(f"strong model {spec.name!r}: open_clip could not build {w.model_name} with "
+                         f"weights {w.pretrained or w.model_name}: {first}; check that the weights belong "
+                         f"to this architecture (open_clip.list_models())") from None
     model.eval().requires_grad_(False)
-    tokenizer = open_clip.get_tokenizer(arch)
-    local = bool(pretrained) and Path(pretrained).is_file()
-    tag = Path(pretrained).name if local else (pretrained or "")
-    sha = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()[:16] if local else ""
-    return StrongModel(name=name, arch=arch, pretrained=tag, model=model, preprocess=preprocess,
-                       tokenizer=tokenizer, weights_sha256=sha)
+    return model, preprocess
 
 
 class PromptEncoder(torch.nn.Module):
@@ -136,7 +198,8 @@ class PromptEncoder(torch.nn.Module):
         n_ctx = int((self.tokenizer([ctx_init])[0] > 0).sum()) - 2  # minus start and end tokens
         if n_ctx < 1:
             raise ValueError(f"ctx_init {ctx_init!r} has no words")
-        tokens = self.tokenizer([f"{ctx_init} {c}." for c in self.classnames])
+        device = next(self.model.parameters()).device
+        tokens = self.tokenizer([f"{ctx_init} {c}." for c in self.classnames]).to(device)
         with torch.no_grad():
             emb = self.model.token_embedding(tokens)
         self.register_buffer("tokens", tokens, persistent=False)
@@ -150,6 +213,6 @@ class PromptEncoder(torch.nn.Module):
         c = len(self.classnames)
         x = torch.cat([self.prefix, ctx.unsqueeze(0).expand(c, -1, -1), self.suffix], dim=1)
         x = m.transformer(x + m.positional_embedding, attn_mask=m.attn_mask)
-        x = m.ln_final(x)[torch.arange(c), self.tokens.argmax(dim=-1)]
+        x = m.ln_final(x)[torch.arange(c, device=x.device), self.tokens.argmax(dim=-1)]
         x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
         return F.normalize(x, dim=-1)

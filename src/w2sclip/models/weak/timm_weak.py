@@ -1,13 +1,15 @@
-"""Weak supervisors from timm: a small CNN trained with ground truth on D_train."""
+"""The demo's weak supervisor: a small timm CNN trained from scratch on low-resolution images in memory."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from w2sclip.models.weak.base import WeakSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +87,61 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, input_size: int,
     model.eval()
     return torch.cat([model(_to_tensor(images[i:i + batch_size], input_size))
                       for i in range(0, len(images), batch_size)]).numpy()
+
+
+def decode_images(dataset, size: int) -> np.ndarray:
+    """All images of ``dataset`` as uint8 (N, size, size, 3) (bicubic resize, as the demo caches them)."""
+    from PIL import Image
+
+    out = []
+    for i in range(len(dataset)):
+        img, _ = dataset[i]
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        out.append(np.asarray(img, dtype=np.uint8))
+    return np.stack(out)
+
+
+@dataclass
+class LowResWeak(WeakSupervisor):
+    """``lowres:ARCH``: the built-in demo's recipe as a weak supervisor (:class:`WeakConfig`).
+
+    Images are decoded into memory at ``decode_size`` px, ``labels_per_class`` per class are drawn
+    with the seed, and ``ARCH`` is trained from scratch at ``input_size`` px with flips and shifts
+    (``train_weak``). Fast on small images; for real photos use ``timm:NAME``.
+    """
+
+    input_size: int = WeakConfig.input_size
+    decode_size: int = WeakConfig.decode_size
+    labels_per_class: int = WeakConfig.labels_per_class
+    epochs: int = WeakConfig.epochs
+    lr: float = WeakConfig.lr
+    batch_size: int = WeakConfig.batch_size
+    weight_decay: float = WeakConfig.weight_decay
+    pretrained: bool = WeakConfig.pretrained
+    kind = "lowres"
+
+    @property
+    def config(self) -> WeakConfig:
+        return WeakConfig(arch=self.name, input_size=self.input_size, decode_size=self.decode_size,
+                          labels_per_class=self.labels_per_class, epochs=self.epochs, lr=self.lr,
+                          batch_size=self.batch_size, weight_decay=self.weight_decay, pretrained=self.pretrained)
+
+    def identity(self) -> dict:
+        import timm
+
+        return {"kind": self.kind, **asdict(self.config), "timm": timm.__version__, "torch": torch.__version__}
+
+    def fit(self, train, seed: int = 0) -> LowResWeak:
+        from w2sclip.data.splits import subsample_per_class
+
+        labels = np.asarray(train.labels)
+        idx = subsample_per_class(labels, self.labels_per_class, seed)
+        subset = replace(train, samples=[train.samples[i] for i in idx])
+        self.model_ = train_weak(decode_images(subset, self.decode_size), labels[idx], len(train.classnames),
+                                 self.config, seed)
+        return self
+
+    def predict_logits(self, dataset) -> np.ndarray:
+        self._check_fitted()
+        return predict_logits(self.model_, decode_images(dataset, self.decode_size), self.input_size)

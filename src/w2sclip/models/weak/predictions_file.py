@@ -1,0 +1,161 @@
+"""``file:PATH``: bring-your-own weak predictions, keyed by image path.
+
+Formats (by suffix):
+
+- ``.csv``: header ``path,<class 0>,...,<class C-1>``, one row per image;
+- ``.npz`` / ``.pt`` / ``.json``: a mapping with ``paths`` (N strings) and ``logits`` or ``probs``
+  (N x C numbers), optionally ``classnames`` (C strings).
+
+Values are probabilities when every row is non-negative and sums to 1 (they become log-probabilities),
+else logits. Class columns named like the dataset's classes are reordered to its order; other names
+(``0``, ``logit_3``...) are taken in order. Keys match a sample when they equal its absolute path, its
+path relative to the dataset root, or any trailing part of its path (``real/cat/001.jpg``); a key
+matching several samples is an error. Every sample needs a key; extra keys only warn.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from w2sclip.models.weak.base import WeakSupervisor
+
+SUFFIXES = (".csv", ".npz", ".pt", ".pth", ".json")
+
+
+def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray, list[str] | None, bool | None]:
+    """(paths, values (N, C), class names or None, probs flag from the key name or None) of a file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or not rows[0] or rows[0][0].strip().lower() != "path":
+            raise ValueError(f"{path}: a predictions CSV starts with the header path,<class 0>,...,<class C-1>")
+        try:
+            values = np.asarray([[float(v) for v in r[1:]] for r in rows[1:]], dtype=np.float64)
+        except ValueError as e:
+            raise ValueError(f"{path}: non-numeric prediction value ({e})") from None
+        return [r[0] for r in rows[1:]], values.reshape(len(rows) - 1, len(rows[0]) - 1), rows[0][1:], None
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    elif suffix in (".pt", ".pth"):
+        import torch
+
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    elif suffix == ".json":
+        data = json.loads(path.read_text())
+    else:
+        raise ValueError(f"{path}: unknown predictions format {suffix!r}; use one of {', '.join(SUFFIXES)}")
+    if not isinstance(data, dict) or "paths" not in data or not ({"logits", "probs"} & set(data)):
+        raise ValueError(f"{path}: expected a mapping with 'paths' and 'logits' or 'probs' "
+                         f"(got {sorted(data) if isinstance(data, dict) else type(data).__name__})")
+    key = "probs" if "probs" in data else "logits"
+    values = np.asarray(data[key].numpy() if hasattr(data[key], "numpy") else data[key], dtype=np.float64)
+    names = data.get("classnames")
+    return ([str(p) for p in list(data["paths"])], values,
+            [str(c) for c in list(names)] if names is not None else None, key == "probs")
+
+
+def _norm(p: str) -> str:
+    return os.path.normpath(str(p).replace("\\", "/")).replace("\\", "/")
+
+
+def match_rows(keys: list[str], sample_paths: list[str], where: str) -> tuple[np.ndarray, list[str]]:
+    """Row of ``keys`` for every sample path, and the keys no sample used (see the module doc)."""
+    index: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        k = _norm(k)
+        if k in index:
+            raise ValueError(f"{where}: key {k!r} appears twice")
+        index[k] = i
+    rows, missing, owner = np.full(len(sample_paths), -1), [], {}
+    for s, path in enumerate(sample_paths):
+        parts = _norm(os.path.abspath(path)).split("/")
+        for j in range(len(parts)):
+            row = index.get("/".join(parts[j:]))
+            if row is not None:
+                if row in owner:
+                    raise ValueError(f"{where}: key {keys[row]!r} matches both {sample_paths[owner[row]]} and "
+                                     f"{path}; use paths relative to the dataset root or absolute paths")
+                owner[row], rows[s] = s, row
+                break
+        else:
+            missing.append(path)
+    if missing:
+        raise ValueError(f"{where}: {len(missing)} of {len(sample_paths)} dataset images have no prediction "
+                         f"(first: {missing[:3]}); keys must be absolute paths, paths relative to the dataset "
+                         f"root or trailing parts of them (example key in the file: {keys[:1]})")
+    return rows, [keys[i] for i in range(len(keys)) if i not in owner]
+
+
+def to_logits(values: np.ndarray, probs_flag: bool | None, where: str) -> np.ndarray:
+    """Logits from logits or probabilities (detected: non-negative rows that sum to 1)."""
+    if not np.isfinite(values).all():
+        raise ValueError(f"{where}: {int((~np.isfinite(values)).any(1).sum())} rows hold NaN or infinite values")
+    looks_probs = bool((values >= 0).all() and np.allclose(values.sum(1), 1.0, atol=1e-3))
+    if probs_flag and not looks_probs:
+        raise ValueError(f"{where}: 'probs' rows must be non-negative and sum to 1; store logits under 'logits'")
+    if looks_probs:
+        return np.log(np.clip(values, 1e-12, None))
+    return values
+
+
+def order_columns(values: np.ndarray, names: list[str] | None, classnames: list[str], where: str) -> np.ndarray:
+    """Columns in the dataset's class order; checks the class count and class names."""
+    c = len(classnames)
+    if values.ndim != 2 or values.shape[1] != c:
+        got = values.shape[1] if values.ndim == 2 else values.shape
+        raise ValueError(f"{where}: predictions have {got} classes but the dataset has {c} "
+                         f"({', '.join(classnames[:5])}{', ...' if c > 5 else ''})")
+    if not names or list(names) == list(classnames):
+        return values
+    known = [n for n in names if n in classnames]
+    if not known:
+        return values  # generic column names: positional
+    if sorted(names) != sorted(classnames):
+        raise ValueError(f"{where}: class columns {sorted(set(names) - set(classnames))[:5]} are not dataset "
+                         f"classes and {sorted(set(classnames) - set(names))[:5]} are missing")
+    pos = {n: i for i, n in enumerate(names)}
+    return values[:, [pos[n] for n in classnames]]
+
+
+@dataclass
+class FileWeak(WeakSupervisor):
+    """Predictions read from a file (format in the module doc); no training, no labels."""
+
+    kind = "file"
+    needs_training = False
+
+    def __post_init__(self) -> None:
+        p = Path(self.name).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"weak predictions file {p} not found (spec file:PATH)")
+        if p.suffix.lower() not in SUFFIXES:
+            raise ValueError(f"weak predictions file {p}: unknown format; use one of {', '.join(SUFFIXES)}")
+
+    def identity(self) -> dict:
+        from w2sclip.models.hub import sha256_file
+
+        return {"kind": self.kind, "path": str(Path(self.name).expanduser().resolve()),
+                "sha256": sha256_file(Path(self.name).expanduser())}
+
+    def predict_logits(self, dataset) -> np.ndarray:
+        """Logits (N, C) float32 in dataset order."""
+        where = f"weak predictions {self.name}"
+        keys, values, names, probs = read_predictions(Path(self.name).expanduser())
+        if len(keys) != len(values):
+            raise ValueError(f"{where}: {len(keys)} paths but {len(values)} rows of values")
+        values = order_columns(values, names, list(dataset.classnames), where)
+        rows, extra = match_rows(keys, [p for p, _ in dataset.samples], where)
+        if extra:
+            warnings.warn(f"{where}: {len(extra)} keys match no image of the dataset (first: {extra[:3]})",
+                          UserWarning, stacklevel=2)
+        return to_logits(values[rows], probs, where).astype(np.float32)
