@@ -29,14 +29,15 @@ def arch_quick_gelu(arch: str) -> bool:
 
 
 def tag_quick_gelu(arch: str, tag: str, name: str = "") -> bool:
-    """The activation to build ``arch`` with for pretrained ``tag``: the tag's own (warns on a fix)."""
+    """The activation to build ``arch`` with for pretrained ``tag``: the tag's own (logs a warning
+    when that differs from ``arch``'s config, e.g. ``ViT-B-32`` + ``openai``)."""
     import open_clip
 
     want = bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False))
     if want and not arch_quick_gelu(arch):
-        warnings.warn(f"strong model {name or arch + ':' + tag!r}: the {tag!r} weights were trained with "
-                      f"QuickGELU but open_clip's {arch} config uses GELU; building it with QuickGELU "
-                      f"(same as {arch}{_SUFFIX}:{tag}); see open_clip issue 771", UserWarning, stacklevel=3)
+        log.warning("strong model %r: the %r weights were trained with QuickGELU but open_clip's %s config "
+                    "uses GELU; building it with QuickGELU (same as %s%s:%s; open_clip issue 771)",
+                    name or f"{arch}:{tag}", tag, arch, arch, _SUFFIX, tag)
     return want
 
 
