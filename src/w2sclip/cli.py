@@ -416,10 +416,12 @@ def list_datasets() -> None:
 
 
 def run() -> None:
-    """Console entry point: user errors print one clear line (no traceback) and exit 2."""
+    """Console entry point: user errors (and a full disk) print one clear line, no traceback, exit 2."""
+    from w2sclip.features.fileio import DiskFullError
+
     try:
         app(standalone_mode=True)
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (KeyError, ValueError, FileNotFoundError, DiskFullError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         typer.echo(f"error: {msg}", err=True)
         raise SystemExit(2) from None

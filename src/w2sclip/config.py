@@ -62,6 +62,23 @@ class RunConfig(BaseModel):
             raise ValueError("methods is empty; name at least one (see `w2sclip list methods`)")
         return tuple(v)
 
+    @field_validator("method_params")
+    @classmethod
+    def _known_method_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        import difflib
+
+        from w2sclip.methods import METHODS
+
+        for name, params in v.items():
+            valid = METHODS[name].defaults if name in METHODS else None
+            bad = [name] if valid is None else sorted(set(params) - set(valid))
+            if bad:
+                close = difflib.get_close_matches(bad[0], list(METHODS) if valid is None else list(valid), n=1)
+                what = "unknown method" if valid is None else f"unknown hyper-parameter(s) of {name!r}"
+                raise ValueError(f"{what} {bad}{f' (did you mean {close[0]!r}?)' if close else ''}; valid: "
+                                 f"{', '.join(METHODS if valid is None else sorted(valid))}")
+        return v
+
     @property
     def protocol(self) -> str:
         """in_domain | cross_domain | weak_clip | byo, derived from the weak spec and source domain."""
@@ -130,12 +147,17 @@ def make_run_config(values: dict[str, Any]) -> RunConfig:
 
 
 def _explain(e: ValidationError, model: type[BaseModel]) -> str:
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            import difflib
+    import difflib
 
+    lines, errors = [], e.errors()
+    # a misspelt required key ("domian") reports the typo only, not also "domain: Field required"
+    meant = {m for err in errors if err["type"] == "extra_forbidden"
+             for m in difflib.get_close_matches(str(err["loc"][0]), list(model.model_fields), n=1)}
+    for err in errors:
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "missing" and loc in meant:
+            continue
+        if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(err["loc"][0]), list(model.model_fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             lines.append(f"unknown config key {loc!r}{hint}; valid keys: {', '.join(model.model_fields)}")

@@ -54,6 +54,10 @@ def load_task(cfg: RunConfig, cache_dir: Path) -> Task:
     if len(set(test.labels)) < 2:
         raise ValueError(f"domain {cfg.domain!r} of {cfg.dataset!r} has a single class in its test "
                          f"split: a classifier cannot be evaluated; use a dataset with >= 2 classes")
+    if train is not None and len(train) == 0:
+        raise ValueError(f"domain {train.domain!r} of {cfg.dataset!r} has no train images in {root}: the "
+                         f"weak model {cfg.weak!r} cannot be trained; check the folder with `w2sclip data "
+                         f"check {cfg.dataset} --root {root}`, or bring weak predictions (weak=file:PATH)")
     if train is not None and train.classnames != test.classnames:
         raise ValueError(f"the source domain {cfg.source_domain!r} and target {cfg.domain!r} have "
                          f"different class lists; cross-domain needs the same classes")
@@ -120,9 +124,15 @@ def features(cfg: RunConfig, strong, task: Task, cache_dir: Path):
     """Image features of the target's test split (``FeatureSet``: features, valid, bad_files)."""
     from w2sclip.features.extract import extract
 
-    return extract(strong, task.test, cache_dir / "features", batch_size=cfg.batch_size,
-                   num_workers=cfg.num_workers, shard_size=cfg.shard_size, dtype=cfg.feature_dtype,
-                   bad_files=cfg.bad_files, device=cfg.device, progress=cfg.progress)
+    fs = extract(strong, task.test, cache_dir / "features", batch_size=cfg.batch_size,
+                 num_workers=cfg.num_workers, shard_size=cfg.shard_size, dtype=cfg.feature_dtype,
+                 bad_files=cfg.bad_files, device=cfg.device, progress=cfg.progress)
+    if cfg.bad_files == "error" and fs.bad_files:  # an entry cached by an earlier bad_files=skip run
+        path, reason = fs.bad_files[0]
+        raise ValueError(f"{len(fs.bad_files)} unreadable image(s) in {task.dataset}/{task.domain}, first "
+                         f"{path} ({reason}); fix or remove them (`w2sclip data check` lists them), "
+                         f"or set bad_files=skip to record them and go on")
+    return fs
 
 
 def text_weights_by_set(strong, task: Task):

@@ -7,7 +7,8 @@ feature sample and the prototypes, for plots), ``classnames.json``, ``splits.jso
 ``fitted/<method>.safetensors`` (heads that :mod:`w2sclip.export` can ship), ``bad_files.txt``
 when images were skipped, ``log.jsonl`` (machine-readable stage log) and finally ``done``. A
 folder without ``done`` is unfinished and is recomputed (features and weak predictions come
-back from the cache); a folder with ``done`` is never touched again.
+back from the cache); a folder with ``done`` is never touched again. Every file is written
+atomically; ``run.lock`` (flock) makes a second process on the same run wait, then skip it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from typing import Optional
 import numpy as np
 
 from w2sclip.config import RunConfig
+from w2sclip.features.fileio import FileLock, atomic_write, disk_full_hint
 
 log = logging.getLogger(__name__)
 
 PROJECTION_SAMPLE = 2000
+MOVE_RUNS = "--runs-dir"
+"""How to move run folders elsewhere (named in disk-full errors)."""
 
 
 def run_folder(cfg: RunConfig, runs_dir: str | Path) -> Path:
@@ -51,7 +55,7 @@ class RunLog:
         self.seconds: dict[str, float] = {}
 
     def event(self, event: str, **fields) -> None:
-        with open(self.path, "a") as f:
+        with disk_full_hint(self.path, MOVE_RUNS), open(self.path, "a") as f:
             f.write(json.dumps({"t": round(time.time(), 3), "event": event, **fields}) + "\n")
 
     def stage(self, name: str):
@@ -77,6 +81,19 @@ def run(cfg: RunConfig, runs_dir: str | Path, *, force: bool = False) -> Path:
         log.info("skip %s (done)", folder.name)
         return folder
     folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / "run.lock")
+    if not lock.try_acquire():
+        log.warning("%s: another process is computing this run; waiting for it", folder.name)
+        lock.acquire()
+    try:
+        if is_done(folder) and not force:  # the other process finished it
+            return folder
+        return _run_locked(cfg, folder)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: RunConfig, folder: Path) -> Path:
     for stale in ("done", "log.jsonl"):
         (folder / stale).unlink(missing_ok=True)
     _write_json(folder / "config.json", {"semantic": cfg.semantic(), "resolved": cfg.model_dump(mode="json"),
@@ -85,11 +102,13 @@ def run(cfg: RunConfig, runs_dir: str | Path, *, force: bool = False) -> Path:
     rlog.event("run_start", digest=cfg.digest(), slug=cfg.slug())
     t0 = time.perf_counter()
     try:
-        result = _execute(cfg, folder, rlog)
+        _write_outputs(folder, cfg, _execute(cfg, folder, rlog))
     except BaseException as e:
-        rlog.event("run_failed", error=f"{type(e).__name__}: {e}")
+        try:
+            rlog.event("run_failed", error=f"{type(e).__name__}: {e}")
+        except OSError:  # e.g. the disk is full: the original error matters
+            pass
         raise
-    _write_outputs(folder, cfg, result)
     rlog.event("run_end", seconds=round(time.perf_counter() - t0, 3),
                stages={k: round(v, 3) for k, v in rlog.seconds.items()})
     _write_json(folder / "done", {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -122,7 +141,7 @@ def _execute(cfg: RunConfig, folder: Path, rlog: RunLog) -> dict:
 
 
 def _write_outputs(folder: Path, cfg: RunConfig, result: dict) -> None:
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     records, art = result["records"], result["artifacts"]
     _write_json(folder / "classnames.json", result["classnames"])
@@ -152,15 +171,12 @@ def _write_outputs(folder: Path, cfg: RunConfig, result: dict) -> None:
     _atomic_npz(folder / "projection.npz", proj)
     (folder / "fitted").mkdir(exist_ok=True)
     for name, head in heads.items():
-        tmp = folder / "fitted" / f".{name}.tmp"
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in head.items()}, str(tmp),
-                  metadata={"method": name, "logits": "scale * normalize(x) @ weight.T + bias"})
-        os.replace(tmp, folder / "fitted" / f"{name}.safetensors")
+        data = save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in head.items()},
+                    metadata={"method": name, "logits": "scale * normalize(x) @ weight.T + bias"})
+        _write_bytes(folder / "fitted" / f"{name}.safetensors", data)
     if result["bad_files"]:
-        (folder / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in result["bad_files"]))
-    tmp = folder / ".records.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    os.replace(tmp, folder / "records.jsonl")
+        _write_bytes(folder / "bad_files.txt", "".join(f"{p}\t{r}\n" for p, r in result["bad_files"]).encode())
+    _write_bytes(folder / "records.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
 
 
 def linear_head(method) -> Optional[dict]:
@@ -194,16 +210,17 @@ def _versions() -> dict:
     return out
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic (unique temporary name, then rename): no partial file under ``path``, ever."""
+    atomic_write(path, lambda f: f.write(data), move=MOVE_RUNS)
+
+
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    _write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
 def _atomic_npz(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays), move=MOVE_RUNS)
 
 
 def load_records(folder: str | Path) -> list[dict]:

@@ -49,7 +49,8 @@ def open_image(path: str | Path):
     except FileNotFoundError:
         raise BadImageError(path, "file not found") from None
     except Image.UnidentifiedImageError:
-        raise BadImageError(path, "not an image (unrecognised format)") from None
+        empty = Path(path).stat().st_size == 0
+        raise BadImageError(path, "empty file (0 bytes)" if empty else "not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise BadImageError(path, f"unreadable or truncated ({type(e).__name__}: {e})") from None
 

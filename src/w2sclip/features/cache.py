@@ -11,10 +11,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from w2sclip.features.fileio import DiskFullError, disk_full_hint
 
 
 def digest(key: dict) -> str:
@@ -41,11 +44,15 @@ class ArrayCache:
         meta_f, data_f = folder / "meta.json", folder / "data.npy"
         if not meta_f.exists() or not data_f.exists():
             return None
-        meta = json.loads(meta_f.read_text())
-        if meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
+        try:
+            meta = json.loads(meta_f.read_text())
+            arr = np.load(data_f, mmap_mode="r")
+        except ValueError as e:  # garbled meta.json or truncated data.npy
+            raise ValueError(f"cache entry {folder} is corrupt ({e}); delete the folder to recompute "
+                             f"it") from None
+        if not isinstance(meta, dict) or meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
             raise ValueError(f"cache entry {folder} holds a different key than requested; delete "
                              f"the folder to recompute it")
-        arr = np.load(data_f, mmap_mode="r")
         if hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest() != meta.get("sha256"):
             raise ValueError(f"cache entry {folder} is corrupt (checksum mismatch); delete the "
                              f"folder to recompute it")
@@ -57,15 +64,17 @@ class ArrayCache:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
         array = np.ascontiguousarray(array)
-        np.save(tmp / "data.npy", array)
         meta = {"key": json.loads(json.dumps(key, sort_keys=True, default=str)),
                 "shape": list(array.shape), "dtype": str(array.dtype),
                 "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
+            with disk_full_hint(folder / "data.npy"):
+                np.save(tmp / "data.npy", array)
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             os.replace(tmp, folder)
+        except DiskFullError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         except OSError:  # another process finished the same entry first: keep theirs
-            for f in tmp.iterdir():
-                f.unlink()
-            tmp.rmdir()
+            shutil.rmtree(tmp, ignore_errors=True)
         return folder

@@ -153,11 +153,22 @@ class _ShardWriter:
                 event.synchronize()
             arr = rows.numpy()
             start = self.store.shard_range(j)[0]
+            self._check_finite(j, arr, start, {i for i, _ in bad})
             if bad:  # unreadable images: NaN rows, so forgetting the valid mask fails loudly
                 arr[[i - start for i, _ in bad]] = np.nan
             self.store.write_shard(j, arr, [(i, self.path_of(i), r) for i, r in bad], **self.info)
         finally:
             self.release(j)
+
+    def _check_finite(self, j: int, arr: np.ndarray, start: int, bad: set[int]) -> None:
+        """NaN/inf features of readable images are never stored (they would look valid)."""
+        rows = [start + r for r in np.flatnonzero(~np.isfinite(arr).all(1)) if start + r not in bad]
+        if rows:
+            raise ValueError(f"the strong model produced NaN or infinite features for {len(rows)} "
+                             f"readable image(s) of shard {j} (first: {self.path_of(rows[0])}); the "
+                             f"shard was not stored. Check the model's precision "
+                             f"({self.info.get('precision')}; fp16 can overflow: use fp32, amp or "
+                             f"amp_bf16) and its weights, then rerun: finished shards are kept")
 
     def close(self) -> None:
         """Wait for every pending write; re-raise the first error."""

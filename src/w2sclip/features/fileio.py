@@ -1,20 +1,59 @@
-"""Atomic file writes and advisory file locks for the feature store.
+"""Atomic file writes, advisory file locks and disk-full errors for the caches and run folders.
 
 Every file is written under a temporary name in its own folder, flushed, fsync'ed and then
 ``os.replace``d into place, so a reader sees either the old file or the complete new one, and a
 killed writer leaves only a ``.tmp`` file behind. Locks are ``fcntl.flock`` locks on small
 ``*.lock`` files: the kernel releases them when the holding process dies, so there are no stale
 locks to clean up after a crash (on NFS v4 flock is emulated with POSIX locks and still works;
-Lustre needs the ``flock`` mount option).
+Lustre needs the ``flock`` mount option). A full disk (ENOSPC, EDQUOT) is a ``DiskFullError``
+naming the folder and the fix, and leaves no partial file under the final name.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""errno values that mean the disk (or the user's quota) is full."""
+
+
+class DiskFullError(OSError):
+    """No space left while writing a file; the message says where, and what to do."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _free(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+    except OSError:
+        return "free space unknown"
+
+
+@contextmanager
+def disk_full_hint(path: Path, move: str = "--cache-dir or W2SCLIP_CACHE") -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT raised inside the block into a ``DiskFullError`` naming ``path``'s
+    folder, the free space left there and the fix (``move``: how to point the output elsewhere)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        path = Path(path)
+        raise DiskFullError(e.errno, f"disk full: no space left on the device holding {path.parent} "
+                                     f"({_free(path.parent)}) while writing {path.name}; free some "
+                                     f"space there or point {move} to a disk with room, then rerun: "
+                                     f"finished work is kept and only what is missing is computed") from e
 
 
 def tmp_name(path: Path) -> Path:
@@ -36,26 +75,29 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[object], None], exclusive: bool = False) -> bool:
+def atomic_write(path: Path, write: Callable[[object], None], exclusive: bool = False,
+                 move: str = "--cache-dir or W2SCLIP_CACHE") -> bool:
     """Write ``path`` through ``write(fileobj)`` atomically.
 
     With ``exclusive`` the file is only created when absent (``os.link``: first writer wins) and
     the return value says whether this call created it; otherwise it replaces any old file.
+    A full disk is a ``DiskFullError`` (see ``disk_full_hint``; ``move`` names the fix).
     """
     path = Path(path)
     tmp = tmp_name(path)
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-        else:
-            os.replace(tmp, path)
+        with disk_full_hint(path, move):
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            if exclusive:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+            else:
+                os.replace(tmp, path)
         fsync_dir(path.parent)
         return True
     finally:
@@ -63,10 +105,10 @@ def atomic_write(path: Path, write: Callable[[object], None], exclusive: bool = 
             tmp.unlink()
 
 
-def atomic_write_json(path: Path, obj, exclusive: bool = False) -> bool:
+def atomic_write_json(path: Path, obj, exclusive: bool = False, move: str = "--cache-dir or W2SCLIP_CACHE") -> bool:
     """``atomic_write`` of indented JSON."""
     data = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
-    return atomic_write(path, lambda f: f.write(data), exclusive=exclusive)
+    return atomic_write(path, lambda f: f.write(data), exclusive=exclusive, move=move)
 
 
 class FileLock:

@@ -30,7 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from w2sclip.features.cache import digest
-from w2sclip.features.fileio import FileLock, atomic_write, atomic_write_json, tmp_name
+from w2sclip.features.fileio import (
+    FileLock,
+    atomic_write,
+    atomic_write_json,
+    disk_full_hint,
+    tmp_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +174,14 @@ class FeatureStore:
         f = self.path / "meta.json"
         if not f.exists():
             raise FileNotFoundError(f"{f} not found: {self.path} is not a feature-store entry")
-        meta = json.loads(f.read_text())
+        try:
+            meta = json.loads(f.read_text())
+            problem = "" if isinstance(meta, dict) else "not a JSON object"
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            meta, problem = {}, f"{type(e).__name__}: {e}"
+        if problem:
+            raise ValueError(f"feature cache {self.path}: meta.json is unreadable ({problem}); delete "
+                             f"the folder to recompute it")
         if meta.get("format") != FORMAT or meta.get("key") != self.key or meta.get("n") != self.n:
             diff = key_diff(meta.get("key") or {}, self.key)
             if meta.get("n") != self.n:
@@ -239,7 +252,7 @@ class FeatureStore:
             out = self.path / "features.npy"
             tmp = tmp_name(out)
             try:
-                with open(tmp, "wb") as f:
+                with disk_full_hint(out), open(tmp, "wb") as f:
                     w = _HashingWriter(f)
                     np.lib.format.write_array_header_1_0(w, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                              "fortran_order": False, "shape": (self.n, dim)})
@@ -295,8 +308,12 @@ class FeatureStore:
         feats = None if problem else np.load(f, mmap_mode="r")
         if feats is not None and (feats.shape != (self.n, meta["dim"]) or str(feats.dtype) != meta["dtype"]):
             problem = f"shape/dtype {feats.shape} {feats.dtype} != ({self.n}, {meta['dim']}) {meta['dtype']}"
-        valid = np.load(self.path / "valid.npy")
-        bad = json.loads((self.path / "bad_files.json").read_text())
+        try:
+            valid = np.load(self.path / "valid.npy")
+            bad = json.loads((self.path / "bad_files.json").read_text())
+        except (OSError, ValueError) as e:  # missing, truncated or garbled
+            valid, bad = np.zeros(0, bool), []
+            problem = problem or f"valid.npy / bad_files.json unreadable: {type(e).__name__}"
         if not problem and (valid.shape != (self.n,) or int((~valid).sum()) != meta["n_bad"]
                             or len(bad) != meta["n_bad"]):
             problem = "valid.npy / bad_files.json disagree with meta.json"
