@@ -85,7 +85,7 @@ def weak_predictions(cfg: RunConfig, task: Task, cache_dir: Path) -> np.ndarray:
            "n": len(task.test), "train": task.train_key if weak.needs_training else None,
            "seed": cfg.seed if weak.needs_training else None}
     cache = ArrayCache(cache_dir / "arrays")
-    slug = f"{cfg.dataset}-{cfg.domain}-{cfg.weak}-s{cfg.seed}"
+    slug = f"{cfg.dataset}-{cfg.domain}-{cfg.weak}" + (f"-s{cfg.seed}" if weak.needs_training else "")
     logits = cache.load(key, slug)
     if logits is None:
         if weak.needs_training:
