@@ -189,3 +189,20 @@ def test_bad_arguments_name_the_valid_values(tmp_path, strong, kw, match):
         strong = replace(strong, precision=kw.pop("precision"))
     with pytest.raises(ValueError, match=match):
         run(strong, root, tmp_path / "cache", **kw)
+
+
+def test_cli_extract_parts_then_merge(tmp_path):
+    from typer.testing import CliRunner
+
+    from w2sclip.cli import app
+
+    root = make_toy(tmp_path / "data")
+    base = ["extract", "--dataset", "csv", "--root", root, "--domain", "d", "--split", "test",
+            "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--shard-size", "8",
+            "--batch-size", "4", "--device", "cpu", "--quiet"]
+    res = CliRunner().invoke(app, [*base, "--shard", "0/2"])
+    assert res.exit_code == 0 and "part 0/2 done" in res.output, res.output
+    res = CliRunner().invoke(app, [*base, "--shard", "1/2"])
+    assert res.exit_code == 0 and "features 40x128 float32 in" in res.output, res.output
+    res = CliRunner().invoke(app, [*base, "--shard", "2/2"])
+    assert isinstance(res.exception, ValueError) and "0 <= i < N" in str(res.exception)
