@@ -58,14 +58,15 @@ def check_targets(y, num_classes: int | None = None) -> tuple[np.ndarray, int]:
 
 
 def to_probs(y: np.ndarray, num_classes: int) -> np.ndarray:
-    """Targets already checked by ``check_targets`` as an in-memory (N, C) float32 array."""
-    return np.eye(num_classes, dtype=np.float32)[y] if y.ndim == 1 else np.array(y, dtype=np.float32)
+    """Targets already checked by ``check_targets`` as (N, C) float32 probabilities (one-hot for
+    class indices); float32 probabilities are returned as they are, not copied."""
+    return np.eye(num_classes, dtype=np.float32)[y] if y.ndim == 1 else np.asarray(y, dtype=np.float32)
 
 
 def as_probs(y, num_classes: Optional[int] = None) -> np.ndarray:
-    """Class indices (N,) -> one-hot (N, C); probabilities (N, C) are checked and returned."""
+    """Class indices (N,) -> one-hot (N, C); probabilities (N, C) are checked and returned (a copy)."""
     y, c = check_targets(y, num_classes)
-    return to_probs(y, c)
+    return np.array(to_probs(y, c))
 
 
 def hard(Y: np.ndarray) -> np.ndarray:
@@ -73,9 +74,17 @@ def hard(Y: np.ndarray) -> np.ndarray:
     return np.eye(Y.shape[1], dtype=np.float32)[Y.argmax(1)]
 
 
+def as_tensor(a) -> torch.Tensor:
+    """A tensor over ``a`` (numpy arrays are shared; read-only ones, such as memory maps, copied)."""
+    if isinstance(a, torch.Tensor):
+        return a
+    a = np.asarray(a)
+    return torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else np.array(a))
+
+
 def teacher_logits(probs: np.ndarray) -> torch.Tensor:
     """Log-probabilities: logits whose softmax is ``probs`` (zeros clamped at 1e-8)."""
-    return torch.log(torch.as_tensor(probs).clamp_min(1e-8))
+    return torch.log(as_tensor(probs).clamp_min(1e-8))
 
 
 def target_logits(y, num_classes: int, hard_labels: bool = False) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_probs, check_features, hard, target_logits, teacher_logits
-from w2sclip.methods.training import train_head
+from w2sclip.methods.training import normalized_batch, train_head
 
 
 class CLIPAdapter(Method):
@@ -51,16 +51,19 @@ class CLIPAdapter(Method):
         if X_val is not None:
             Xv = check_features(X_val, "X_val")
             Yv = target_logits(y_val, w.shape[0], p["hard_labels"])
-        self.history_ = train_head(list(self.adapter_.parameters()), self._logits, self._loss, X,
+        self.history_ = train_head(list(self.adapter_.parameters()), self._logits_normalized, self._loss, X,
                                    teacher_logits(Y), lr=p["lr"], epochs=p["epochs"],
                                    batch_size=p["batch_size"], seed=p["seed"], selection=p["selection"],
-                                   X_val=Xv, Y_val=Yv, weight_decay=p["weight_decay"])
+                                   X_val=Xv, Y_val=Yv, weight_decay=p["weight_decay"],
+                                   batch_fn=normalized_batch)
         self.fitted_ = True
         return self
 
     def _logits(self, X: torch.Tensor) -> torch.Tensor:
+        return self._logits_normalized(F.normalize(X, dim=1))
+
+    def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
         r = self.params["ratio"]
-        v = F.normalize(X, dim=1)
         f = r * self.adapter_(v) + (1 - r) * v
         return self.logit_scale_ * F.normalize(f, dim=1) @ self.text_weights_.T
 

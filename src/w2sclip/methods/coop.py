@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_probs, check_features, target_logits
-from w2sclip.methods.training import train_head
+from w2sclip.methods.training import normalized_batch, train_head
 
 
 class CoOp(Method):
@@ -46,11 +46,11 @@ class CoOp(Method):
         self._encoder = prompt_encoder
         Xv = check_features(X_val, "X_val") if X_val is not None else None
         Yv = target_logits(y_val, c, p["hard_labels"]) if X_val is not None else None
-        self.history_ = train_head([self.ctx_], self._logits, self._loss, X,
+        self.history_ = train_head([self.ctx_], self._logits_normalized, self._loss, X,
                                    target_logits(as_probs(y, c), c, p["hard_labels"]),
                                    lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
                                    seed=p["seed"], selection=p["selection"], X_val=Xv, Y_val=Yv,
-                                   on_step=on_step)
+                                   on_step=on_step, batch_fn=normalized_batch)
         with torch.no_grad():
             self.text_features_ = prompt_encoder(self.ctx_).detach()
         del self._encoder
@@ -58,8 +58,11 @@ class CoOp(Method):
         return self
 
     def _logits(self, X: torch.Tensor) -> torch.Tensor:
+        return self._logits_normalized(F.normalize(X, dim=1))
+
+    def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
         text = self._encoder(self.ctx_) if hasattr(self, "_encoder") else self.text_features_
-        return self.logit_scale_ * F.normalize(X, dim=1) @ text.T
+        return self.logit_scale_ * v @ text.T
 
     def decision_function(self, X) -> np.ndarray:
         self._check_fitted()

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, check_features, check_targets, hard, teacher_logits, to_probs
+from w2sclip.methods.base import Method, as_tensor, check_features, check_targets, hard, teacher_logits, to_probs
 from w2sclip.methods.linear_head import LinearHeadGrad
-from w2sclip.methods.training import as_tensor, train_head
+from w2sclip.methods.training import train_head
 
 
 class CPL(Method):

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, check_features, check_targets, teacher_logits, to_probs
+from w2sclip.methods.base import Method, as_tensor, check_features, check_targets, teacher_logits, to_probs
 from w2sclip.methods.linear_head import LinearHeadGrad
-from w2sclip.methods.training import as_tensor, train_head
+from w2sclip.methods.training import train_head
 
 
 class KDLinearProbe(Method):

@@ -9,33 +9,37 @@ Heads, on a batch of features ``x`` (n, D):
 Losses (``w2sclip.losses``, batch means): ``kd`` ``T^2 KL(p_t || softmax(z / T))``, ``logconf``
 ``CE(z, (1 - a) p + a onehot(argmax z))`` and ``adaptconf``. Their gradient with respect to z
 is closed-form (``T (softmax(z / T) - p_t) / n`` for kd), so a step is: one matrix
-multiplication for the logits (n x C, into a reused buffer), a softmax in place, one for the
-gradient of the weights (C x D), and C x D work for the normalisation and Adam. With a fixed
-batch (full-batch training) the target part ``p_t^T x`` of the gradient is constant and
-computed once, so nothing else of size n x C is touched. ``tests/test_linear_head.py`` checks
+multiplication for the logits (n x C, into a reused buffer), a softmax into a second reused
+buffer, one for the gradient of the weights (C x D), and C x D work for the normalisation and
+Adam. With a fixed batch (full-batch training) the target part ``p_t^T x`` of the gradient is
+constant and computed once, so nothing else of size n x C is touched. ``tests/test_linear_head.py`` checks
 the gradients against autograd.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
 LOSSES = ("kd", "logconf", "adaptconf")
 _EPS = 1e-12  # as torch.nn.functional.normalize
-SPREAD = 64.0
-"""Logits more than this below their row's maximum are raised to it before a softmax: their
-probability (< e^-64) is far below float32 resolution of the loss, and it keeps the softmax
-out of subnormal numbers, on which CPU exp and matrix multiplication run many times slower."""
+_TINY = torch.finfo(torch.float32).tiny
 
 
-def softmax_(Z: torch.Tensor, out: torch.Tensor, spread: float | None = SPREAD) -> torch.Tensor:
-    """Row softmax of Z into ``out``; Z is clipped in place at ``max - spread`` (``None``: the
-    caller knows the rows spread less, nothing is clipped)."""
-    if spread is not None:
-        Z.clamp_min_(Z.amax(1, keepdim=True) - spread)
-    return torch.softmax(Z, dim=1, out=out)
+def max_safe_spread(num_classes: int) -> float:
+    """Largest logit spread (row max - row min) whose softmax has no subnormal float32 entry:
+    ``exp(-spread) / C >= tiny``, less a margin of 1."""
+    return -math.log(_TINY) - math.log(num_classes) - 1.0
+
+
+def softmax_(Z: torch.Tensor, out: torch.Tensor, may_underflow: bool = True) -> torch.Tensor:
+    """Row softmax of Z into ``out``; with ``may_underflow``, entries below the smallest normal
+    float32 (probabilities < 1.2e-38) are set to 0. Subnormal numbers make CPU matrix
+    multiplication many times slower; CLIP's logit scale 100 lets cosine logits spread by 200."""
+    torch.softmax(Z, dim=1, out=out)
+    return torch.nn.functional.threshold_(out, _TINY, 0.0) if may_underflow else out
 
 
 class LinearHeadGrad:
@@ -58,7 +62,7 @@ class LinearHeadGrad:
         self.weight, self.bias, self.log_scale = weight, bias, log_scale
         self.loss, self.T, self.alpha_fn, self.theta = loss, float(T), alpha_fn, float(theta)
         self._buffers: dict[str, torch.Tensor] = {}
-        self._cached: tuple | None = None  # (x, teacher, p_t, p_t^T x, colsum p_t)
+        self._cached: tuple | None = None  # (x, teacher, *_targets(x, teacher))
 
     def _buffer(self, name: str, n: int, c: int) -> torch.Tensor:
         buf = self._buffers.get(name)
@@ -67,16 +71,20 @@ class LinearHeadGrad:
         return buf[:n]
 
     def _targets(self, x: torch.Tensor, teacher: torch.Tensor, full_batch: bool) -> tuple:
-        """``p_t`` and, for a fixed batch, the constant ``p_t^T x`` and ``sum_i p_t`` (cached)."""
+        """``(p_t, p_t^T x, sum_i p_t)``: the teacher distribution and, for a fixed batch, the
+        constant target part of the gradient (cached; ``p_t`` itself only where a loss needs it
+        every step)."""
         c = self._cached
         if c is not None and c[0] is x and c[1] is teacher:
             return c[2:]
-        p_t = softmax_(teacher / self.T, torch.empty_like(teacher))
-        if not full_batch:
-            return p_t, None, None
-        const = (p_t, p_t.t() @ x, p_t.sum(0) if self.bias is not None else None)
-        self._cached = (x, teacher, *const)
-        return const
+        p_t = softmax_(teacher / self.T if self.T != 1.0 else teacher, torch.empty_like(teacher))
+        if not full_batch or self.loss == "adaptconf":
+            out = (p_t, None, None)
+        else:
+            out = (None, p_t.t() @ x, p_t.sum(0) if self.bias is not None else None)
+        if full_batch:
+            self._cached = (x, teacher, *out)
+        return out
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, teacher: torch.Tensor, progress: float, full_batch: bool) -> None:
@@ -87,17 +95,23 @@ class LinearHeadGrad:
             Wn = W / norm.clamp_min(_EPS)
             s = self.log_scale.exp()
             Z = torch.mm(x, (Wn * (s / T)).t(), out=self._buffer("z", n, c))
-            self._spread = SPREAD if 2 * float(s) / T > SPREAD else None  # |z / T| <= s / T
+            self._underflow = 2 * float(s) / T > max_safe_spread(c)  # |z / T| <= s / T
         else:
             Z = torch.addmm(self.bias, x, W.t(), out=self._buffer("z", n, c))
             if T != 1.0:
                 Z.div_(T)
-            self._spread = SPREAD
+            self._underflow = True
         p_t, const, const_sum = self._targets(x, teacher, full_batch)
-        gx, gsum = getattr(self, f"_{self.loss}")(Z, x, p_t, const, const_sum, teacher, progress)
-        gx.div_(n)  # (dL/dz)^T x, the batch mean
+        G, coef, scale = getattr(self, f"_{self.loss}")(Z, p_t, teacher, progress)
+        # (dL/dz)^T x and sum_i dL/dz, batch means: G holds all but coef * p_t when it is constant
+        gx = G.t() @ x
+        gsum = G.sum(0) if self.bias is not None else None
+        if const is not None:
+            gx.sub_(const, alpha=coef)
+            gsum = gsum.sub_(const_sum, alpha=coef) if gsum is not None else None
+        gx.mul_(scale / n)
         if self.bias is not None:
-            W.grad, self.bias.grad = gx, gsum.div_(n)
+            W.grad, self.bias.grad = gx, gsum.mul_(scale / n)
             return
         gWn = gx.mul_(s)  # dL/dnormalize(W)
         if self.log_scale.requires_grad:
@@ -105,45 +119,28 @@ class LinearHeadGrad:
         radial = (gWn * Wn).sum(1, keepdim=True) * (norm > _EPS)
         W.grad = (gWn - Wn * radial).div_(norm.clamp_min(_EPS))
 
-    def _softmax(self, Z: torch.Tensor, name: str = "p") -> torch.Tensor:
-        return softmax_(Z, self._buffer(name, *Z.shape), self._spread)
+    def _softmax(self, Z: torch.Tensor) -> torch.Tensor:
+        return softmax_(Z, self._buffer("p", *Z.shape), self._underflow)
 
-    def _colsum(self, P: torch.Tensor) -> torch.Tensor | None:
-        return P.sum(0) if self.bias is not None else None
+    # Each loss returns (G, coef, scale): dL/dz = scale * (G - coef * p_t) / n, where G already
+    # includes the p_t term when p_t is given (minibatches), else it is subtracted as a constant.
 
-    def _kd(self, Z, x, p_t, const, const_sum, teacher, progress):
-        """T (softmax(z / T) - p_t), times x."""
+    def _kd(self, Z, p_t, teacher, progress):
+        """dL/dz = T (softmax(z / T) - p_t) / n."""
         P = self._softmax(Z)
-        if const is None:
-            P.sub_(p_t)
-            gx, gsum = P.t() @ x, self._colsum(P)
-        else:
-            gx = (P.t() @ x).sub_(const)
-            gsum = self._colsum(P).sub_(const_sum) if self.bias is not None else None
-        if self.T != 1.0:
-            gx.mul_(self.T)
-            gsum = gsum.mul_(self.T) if gsum is not None else None
-        return gx, gsum
+        return (P.sub_(p_t) if p_t is not None else P), 1.0, self.T
 
-    def _logconf(self, Z, x, p_t, const, const_sum, teacher, progress):
-        """softmax(z) - (1 - a) p - a onehot(argmax z), times x."""
+    def _logconf(self, Z, p_t, teacher, progress):
+        """dL/dz = (softmax(z) - (1 - a) p - a onehot(argmax z)) / n."""
         a = float(self.alpha_fn(progress))
         top = Z.argmax(1)
         P = self._softmax(Z)
-        if const is None:
-            P.sub_(p_t, alpha=1 - a)
-            gx, gsum = P.t() @ x, self._colsum(P)
-        else:
-            gx = (P.t() @ x).sub_(const, alpha=1 - a)
-            gsum = self._colsum(P).sub_(const_sum, alpha=1 - a) if self.bias is not None else None
         if a != 0.0:
-            gx.sub_(torch.zeros_like(gx).index_add_(0, top, x), alpha=a)
-            if gsum is not None:
-                gsum.sub_(torch.bincount(top, minlength=Z.shape[1]).to(gsum), alpha=a)
-        return gx, gsum
+            P.index_put_((torch.arange(len(P)), top), torch.tensor(-a), accumulate=True)
+        return (P.sub_(p_t, alpha=1 - a) if p_t is not None else P), 1 - a, 1.0
 
-    def _adaptconf(self, Z, x, p_t, const, const_sum, teacher, progress):
-        """(1 - a_i) T (softmax(z / T) - p_t) + a_i (softmax(z) - onehot(argmax z)), times x;
+    def _adaptconf(self, Z, p_t, teacher, progress):
+        """dL/dz = ((1 - a_i) T (softmax(z / T) - p_t) + a_i (softmax(z) - onehot(argmax z))) / n,
         a_i = sigmoid((z_i[argmax teacher] - max z_i) / theta) (``losses.adaptconf_loss``)."""
         T = self.T
         zmax, top = Z.max(1)
@@ -156,4 +153,4 @@ class LinearHeadGrad:
             P1 = softmax_(Z * T, self._buffer("p1", *Z.shape))
             G = P.sub_(p_t).mul_(((1 - a) * T).unsqueeze(1)).addcmul_(P1, a.unsqueeze(1))
         G.index_put_((torch.arange(len(G)), top), -a, accumulate=True)
-        return G.t() @ x, self._colsum(G)
+        return G, 0.0, 1.0

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_probs, check_features, hard, target_logits, teacher_logits
-from w2sclip.methods.training import train_head
+from w2sclip.methods.training import normalized_batch, train_head
 
 _CHUNK = 4096  # rows per block at prediction: the affinity matrix is (rows, N_cache)
 
@@ -51,14 +51,17 @@ class TipAdapterF(Method):
         if X_val is not None:
             Xv = check_features(X_val, "X_val")
             Yv = target_logits(y_val, w.shape[0], p["hard_labels"])
-        self.history_ = train_head([self.keys_], self._logits, self._loss, X, teacher_logits(Y),
+        self.history_ = train_head([self.keys_], self._logits_normalized, self._loss, X, teacher_logits(Y),
                                    lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
-                                   seed=p["seed"], selection=p["selection"], X_val=Xv, Y_val=Yv)
+                                   seed=p["seed"], selection=p["selection"], X_val=Xv, Y_val=Yv,
+                                   batch_fn=normalized_batch)
         self.fitted_ = True
         return self
 
     def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        v = F.normalize(X, dim=1)
+        return self._logits_normalized(F.normalize(X, dim=1))
+
+    def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
         zero_shot = self.logit_scale_ * v @ self.text_weights_.T
         affinity = torch.exp(-self.params["beta"] * (1 - v @ self.keys_.T))
         return zero_shot + self.params["alpha"] * affinity @ self.values_

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from w2sclip.methods.base import as_tensor
+
 SELECTIONS = ("val_loss", "val_acc", "fixed")
 
 
@@ -54,14 +56,6 @@ class Adam:
             p.addcdiv_(m, (v.sqrt() / bias_correction2_sqrt).add_(self.eps), value=-step_size)
 
 
-def as_tensor(a) -> torch.Tensor:
-    """A tensor over ``a`` (numpy arrays are shared, read-only ones such as memory maps copied)."""
-    if isinstance(a, torch.Tensor):
-        return a
-    a = np.asarray(a)
-    return torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else np.array(a))
-
-
 def take_rows(a, idx) -> Any:
     """Rows ``idx`` (sorted indices, or a slice) of an array or tensor, read into memory."""
     if isinstance(a, torch.Tensor):
@@ -71,6 +65,11 @@ def take_rows(a, idx) -> Any:
 
 def _default_batch(X_rows, Y_rows) -> tuple[torch.Tensor, torch.Tensor]:
     return as_tensor(X_rows), as_tensor(Y_rows)
+
+
+def normalized_batch(X_rows, Y_rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``batch_fn`` for heads on L2-normalised features: normalised once, not every step."""
+    return torch.nn.functional.normalize(as_tensor(X_rows), dim=1), as_tensor(Y_rows)
 
 
 def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tensor],
