@@ -227,3 +227,12 @@ def test_identity_precision_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             load_strong("limited", device="cuda")
+
+
+def test_random_weights_are_reproducible_and_hashed():
+    from w2sclip.models.strong.openclip import load_strong
+
+    a, b = load_strong("w2s-vit-tiny:random"), load_strong("w2s-vit-tiny:random")
+    assert a.identity()["weights_sha256"] == b.identity()["weights_sha256"] is not None
+    pa, pb = next(a.model.parameters()), next(b.model.parameters())
+    assert torch.equal(pa, pb)

@@ -153,6 +153,7 @@ def run_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override: key=value (YAML value), repeatable."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder holding one sub-folder per run."),
     force: bool = typer.Option(False, help="Recompute even when the run is done."),
+    offline: bool = typer.Option(False, "--offline", help="Never touch the network (HF_HUB_OFFLINE=1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars, warnings only."),
     log_json: Optional[Path] = typer.Option(None, help="Also write log records as JSON lines here."),
 ) -> None:
@@ -161,6 +162,8 @@ def run_cmd(
     from w2sclip.runs import load_records, run
 
     _setup_logging(quiet, log_json)
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
     if config == "-":
         from w2sclip.config import parse_overrides
 
@@ -186,6 +189,7 @@ def sweep_cmd(
     workers: int = typer.Option(1, help="Local worker processes."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address ('local' starts one)."),
     dry_run: bool = typer.Option(False, help="List the runs and what is done, run nothing."),
+    offline: bool = typer.Option(False, "--offline", help="Never touch the network (HF_HUB_OFFLINE=1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars, warnings only."),
     log_json: Optional[Path] = typer.Option(None, help="Also write log records as JSON lines here."),
 ) -> None:
@@ -195,6 +199,8 @@ def sweep_cmd(
     from w2sclip.sweep import plan, run_sweep
 
     _setup_logging(quiet, log_json)
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
     sweep = load_sweep(_resolve_config(config), set_)
     if dry_run:
         cfgs, todo = plan(sweep, runs_dir)

@@ -128,10 +128,10 @@ def _execute(cfg: RunConfig, folder: Path, rlog: RunLog) -> dict:
     cache = cache_dir_of(cfg)
     with rlog.stage("data"):
         task = experiment.load_task(cfg, cache)
+    with rlog.stage("strong-load"):  # before the weak model: missing weights fail in seconds
+        strong = experiment.load_strong_model(cfg)
     with rlog.stage("weak"):
         weak = experiment.weak_predictions(cfg, task, cache)
-    with rlog.stage("strong-load"):
-        strong = experiment.load_strong_model(cfg)
     with rlog.stage("extraction"):
         feats = experiment.features(cfg, strong, task, cache)
     with rlog.stage("text"):

@@ -141,9 +141,29 @@ def load_strong(name: str, device: str = "cpu", precision: str = "fp32", offline
         raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
     spec = parse_spec(name)
     w = resolve_weights(spec, offline=offline, cache_dir=cache_dir)
-    model, preprocess = _create(spec, w, device, precision, cache_dir)
+    if spec.kind == "random":
+        # a fixed init seed, and the hash of the initial weights in the identity: two loads (two
+        # processes, two torchrun ranks) of ARCH:random are the same model and share cache entries
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, preprocess = _create(spec, w, device, precision, cache_dir)
+        sha = _state_sha256(model)
+    else:
+        model, preprocess = _create(spec, w, device, precision, cache_dir)
+        sha = w.sha256
     return StrongModel(name=name, arch=w.arch, pretrained=w.tag, model=model, preprocess=preprocess,
-                       tokenizer=w.tokenizer(), weights_sha256=w.sha256, precision=precision)
+                       tokenizer=w.tokenizer(), weights_sha256=sha, precision=precision)
+
+
+def _state_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (name, then raw bytes), in state-dict order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _create(spec, w, device: str, precision: str, cache_dir: str | None):
