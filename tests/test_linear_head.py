@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from w2sclip.losses import adaptconf_loss, kd_loss, logconf_loss
-from w2sclip.methods import get_method
+from w2sclip.methods import get_method, linear_head
 from w2sclip.methods.linear_head import LinearHeadGrad
 from w2sclip.methods.logconf import logconf_alpha
 from w2sclip.methods.training import Adam
@@ -31,10 +31,13 @@ def _autograd_loss(loss, z, teacher, T, progress):
     return adaptconf_loss(z, teacher, theta=0.5, T=T)
 
 
+@pytest.mark.parametrize("chunk", [2048, 10])  # one block of rows, or several
 @pytest.mark.parametrize("full_batch", [True, False])
 @pytest.mark.parametrize("loss,T", [("kd", 1.0), ("kd", 2.0), ("logconf", 1.0),
                                     ("adaptconf", 1.0), ("adaptconf", 2.0)])
-def test_cosine_head_gradients_match_autograd(loss, T, full_batch):
+def test_cosine_head_gradients_match_autograd(loss, T, full_batch, chunk, monkeypatch):
+    monkeypatch.setattr(linear_head, "BLOCK_ROWS", chunk)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     torch.set_default_dtype(torch.float64)  # compare at double precision: 1e-10, not rounding
     try:
         x, teacher, W0 = _problem()
@@ -53,9 +56,12 @@ def test_cosine_head_gradients_match_autograd(loss, T, full_batch):
         torch.set_default_dtype(torch.float32)
 
 
+@pytest.mark.parametrize("chunk", [2048, 10])
 @pytest.mark.parametrize("full_batch", [True, False])
 @pytest.mark.parametrize("loss,T", [("kd", 1.0), ("kd", 3.0), ("logconf", 1.0), ("adaptconf", 1.0)])
-def test_linear_head_gradients_match_autograd(loss, T, full_batch):
+def test_linear_head_gradients_match_autograd(loss, T, full_batch, chunk, monkeypatch):
+    monkeypatch.setattr(linear_head, "BLOCK_ROWS", chunk)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     torch.set_default_dtype(torch.float64)
     try:
         x, teacher, W0 = _problem(1)

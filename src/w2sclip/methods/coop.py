@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, check_features, target_logits
+from w2sclip.methods.base import Method, as_probs, as_tensor, check_features, target_logits
 from w2sclip.methods.training import normalized_batch, train_head
 
 
@@ -67,4 +67,4 @@ class CoOp(Method):
     def decision_function(self, X) -> np.ndarray:
         self._check_fitted()
         with torch.no_grad():
-            return self._logits(torch.as_tensor(check_features(X))).numpy()
+            return self._logits(as_tensor(check_features(X))).numpy()

@@ -77,7 +77,7 @@ class CPL(Method):
     def decision_function(self, X) -> np.ndarray:
         self._check_fitted()
         with torch.no_grad():
-            return self._logits(torch.as_tensor(check_features(X))).numpy()
+            return self._logits(as_tensor(check_features(X))).numpy()
 
     @property
     def logit_scale_(self) -> float:

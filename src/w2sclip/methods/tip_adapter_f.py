@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, check_features, hard, target_logits, teacher_logits
+from w2sclip.methods.base import Method, as_probs, as_tensor, check_features, hard, target_logits, teacher_logits
 from w2sclip.methods.training import normalized_batch, train_head
 
 _CHUNK = 4096  # rows per block at prediction: the affinity matrix is (rows, N_cache)
@@ -68,7 +68,7 @@ class TipAdapterF(Method):
 
     def decision_function(self, X) -> np.ndarray:
         self._check_fitted()
-        X = torch.as_tensor(check_features(X))
+        X = as_tensor(check_features(X))
         with torch.no_grad():
             return torch.cat([self._logits(X[i:i + _CHUNK]) for i in range(0, len(X), _CHUNK)]
                              or [torch.zeros(0, self.values_.shape[1])]).numpy()
