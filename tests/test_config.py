@@ -96,3 +96,25 @@ def test_weak_options_checked_before_any_work():
         load_sweep(preset_dir() / "builtin.yaml", ["weak_options={epoch: 3}"])
     with pytest.raises(KeyError, match="unknown weak kind 'timmm'"):
         load_sweep(preset_dir() / "builtin.yaml", ["weak=timmm:resnet18"])
+
+
+def test_checks_before_any_work_and_deep_merge():
+    with pytest.raises(KeyError, match="unknown domain 'Art' for office_home; valid: art"):
+        load_sweep(preset_dir() / "office_home.yaml", ["grid.domain=[Art]"])
+    with pytest.raises(ValueError, match="strong"):
+        load_sweep(preset_dir() / "builtin.yaml", ["strong=ViT-B-32:"])
+    sweep = load_sweep(preset_dir() / "builtin.yaml", ["weak_options.epochs=1", "base.seed=4"])
+    run = sweep.runs()[0]
+    assert run.weak_options == {"input_size": 32, "decode_size": 64, "labels_per_class": 10, "epochs": 1}
+    assert {r.seed for r in sweep.runs()} == {4}
+
+
+def test_source_domain_identity():
+    a = make_run_config({"domain": "real"})
+    b = make_run_config({"domain": "real", "source_domain": "real"})
+    assert b.source_domain is None and a.digest() == b.digest() and b.protocol == "in_domain"
+    assert make_run_config({"domain": "real", "source_domain": "sketch"}).protocol == "cross_domain"
+    with pytest.raises(ValueError, match="drop source_domain"):
+        make_run_config({"domain": "real", "source_domain": "sketch", "weak": "clip:limited"})
+    c = make_run_config({"domain": "real", "weak_options": {"num_workers": 4}})
+    assert c.digest() == a.digest()

@@ -167,7 +167,10 @@ def run_cmd(
     if config == "-":
         from w2sclip.config import parse_overrides
 
+        from w2sclip.config import check_runs
+
         cfg = make_run_config(parse_overrides(set_))
+        check_runs([cfg])
     else:
         sweep = load_sweep(_resolve_config(config), set_)
         first = {k: v[0] for k, v in sweep.grid.items()}

@@ -14,10 +14,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROTOCOLS = ("in_domain", "cross_domain", "weak_clip", "byo")
 EXECUTION_FIELDS = ("device", "num_workers", "batch_size", "progress", "cache_dir", "shard_size")
+WEAK_EXECUTION_OPTIONS = ("device", "num_workers", "offline", "cache_dir")
 
 
 class RunConfig(BaseModel):
@@ -79,6 +80,15 @@ class RunConfig(BaseModel):
                                  f"{', '.join(METHODS if valid is None else sorted(valid))}")
         return v
 
+    @model_validator(mode="after")
+    def _source_domain(self) -> "RunConfig":
+        if self.source_domain is not None and (self.weak.startswith("clip:") or self.weak.startswith("file:")):
+            raise ValueError(f"source_domain is set but the weak model {self.weak!r} is not trained on "
+                             f"any domain; drop source_domain (or use a trained weak kind)")
+        if self.source_domain == self.domain:
+            object.__setattr__(self, "source_domain", None)  # the in-domain protocol, one identity
+        return self
+
     @property
     def protocol(self) -> str:
         """in_domain | cross_domain | weak_clip | byo, derived from the weak spec and source domain."""
@@ -93,6 +103,7 @@ class RunConfig(BaseModel):
     def semantic(self) -> dict:
         """The fields that change the numbers (the run's identity)."""
         d = self.model_dump(mode="json", exclude=set(EXECUTION_FIELDS))
+        d["weak_options"] = {k: v for k, v in self.weak_options.items() if k not in WEAK_EXECUTION_OPTIONS}
         d["protocol"] = self.protocol
         return d
 
@@ -202,16 +213,17 @@ def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> Sweep
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping with keys name, description, base, grid")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    raw["base"] = dict(raw.get("base") or {})
     for key, value in parse_overrides(overrides or []).items():
         if key == "grid" and isinstance(value, dict):
             raw.setdefault("grid", {}).update(value)
-        elif key == "base" and isinstance(value, dict):
-            raw.setdefault("base", {}).update(value)
         elif key in SweepConfig.model_fields and key not in ("base", "grid"):
             raw[key] = value
         else:
-            raw.setdefault("base", {})[key] = value
-            (raw.get("grid") or {}).pop(key, None)
+            items = value.items() if key == "base" and isinstance(value, dict) else [(key, value)]
+            for k, v in items:
+                raw["base"][k] = _merge(raw["base"].get(k), v)
+                (raw.get("grid") or {}).pop(k, None)
     try:
         sweep = SweepConfig(**raw)
     except ValidationError as e:
@@ -219,9 +231,37 @@ def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> Sweep
     bad = [k for k in sweep.base if k not in RunConfig.model_fields]
     if bad:
         raise ValueError(f"{path}: " + _explain_unknown(bad))
-    for cfg in sweep.runs():  # validate every run now, before any work starts
-        check_weak_options(cfg)
+    check_runs(sweep.runs())  # before any work starts
     return sweep
+
+
+def _merge(old: Any, new: Any) -> Any:
+    """``--set a.b=1`` updates the mapping ``a`` instead of replacing it (recursively)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**old, **{k: _merge(old.get(k), v) for k, v in new.items()}}
+    return new
+
+
+def check_runs(runs: list[RunConfig]) -> None:
+    """Cheap checks of every run before any work: weak kind and options, strong spec grammar,
+    dataset name and (for datasets with a fixed list) domain names."""
+    from w2sclip.data import get_spec
+    from w2sclip.models.strong.spec import parse_spec
+
+    seen: set = set()
+    for cfg in runs:
+        check_weak_options(cfg)
+        for item in (("strong", cfg.strong), ("dataset", cfg.dataset, cfg.domain, cfg.source_domain)):
+            if item in seen:
+                continue
+            seen.add(item)
+            if item[0] == "strong":
+                parse_spec(cfg.strong)
+                continue
+            domains = get_spec(cfg.dataset).domains
+            for d in (cfg.domain, cfg.source_domain):
+                if d is not None and domains and d not in domains:
+                    raise KeyError(f"unknown domain {d!r} for {cfg.dataset}; valid: {', '.join(domains)}")
 
 
 def check_weak_options(cfg: RunConfig) -> None:

@@ -63,7 +63,8 @@ def load_task(cfg: RunConfig, cache_dir: Path) -> Task:
                          f"different class lists; cross-domain needs the same classes")
     key = {"name": cfg.dataset, "domain": cfg.domain, "fingerprint": test.fingerprint()}
     train_key = {"domain": train.domain, "fingerprint": train.fingerprint()} if train is not None else None
-    return Task(cfg.dataset, cfg.domain, train if train is not None else test, test, key, train_key)
+    # label-free weak kinds get no D_train at all (no path to ground truth through task.train)
+    return Task(cfg.dataset, cfg.domain, train, test, key, train_key)
 
 
 def _weak_trains(cfg: RunConfig) -> bool:
@@ -84,15 +85,22 @@ def weak_predictions(cfg: RunConfig, task: Task, cache_dir: Path) -> np.ndarray:
     key = {"kind": "weak_logits", "weak": weak.identity(), "target": task.key, "split": "test",
            "n": len(task.test), "train": task.train_key if weak.needs_training else None,
            "seed": cfg.seed if weak.needs_training else None}
+    from w2sclip.features.fileio import FileLock
+
     cache = ArrayCache(cache_dir / "arrays")
     slug = f"{cfg.dataset}-{cfg.domain}-{cfg.weak}" + (f"-s{cfg.seed}" if weak.needs_training else "")
-    logits = cache.load(key, slug)
-    if logits is None:
-        if weak.needs_training:
-            weak.fit(task.train, seed=cfg.seed)
-        logits = np.asarray(weak.predict_logits(task.test), dtype=np.float32)
-        check_weak(logits, task)
-        cache.save(key, logits, slug)
+    locks = cache_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    # one process trains a given weak model; others (sweep workers, Ray tasks) wait and reuse it
+    with FileLock(locks / f"{cache.path(key, slug).name}.lock"):
+        logits = cache.load(key, slug)
+        if logits is None:
+            if weak.needs_training:
+                weak.fit(task.train, seed=cfg.seed)
+            logits = np.asarray(weak.predict_logits(task.test), dtype=np.float32)
+            check_weak(logits, task)
+            cache.save(key, logits, slug)
+            logits = cache.load(key, slug)
     check_weak(logits, task)
     return logits
 

@@ -52,7 +52,7 @@ class Task:
 
     dataset: str
     domain: str
-    train: ImageDataset
+    train: ImageDataset | None
     test: ImageDataset
     key: dict = field(default_factory=dict)
     train_key: dict | None = None
@@ -71,9 +71,9 @@ def dataset_key(root: str | Path, name: str, domain: str) -> dict:
     """Identity of a manifest dataset's content (for cache keys)."""
     root = Path(root)
     h = hashlib.sha256()
-    for name in ("manifest.csv", "classnames.txt", "templates.txt", "builtin.json"):
-        if (root / name).exists():
-            h.update(name.encode() + (root / name).read_bytes())
+    for fname in ("manifest.csv", "classnames.txt", "templates.txt", "builtin.json"):
+        if (root / fname).exists():
+            h.update(fname.encode() + (root / fname).read_bytes())
     return {"name": name, "domain": domain, "manifest_sha256": h.hexdigest()[:16]}
 
 

@@ -94,15 +94,17 @@ def run(cfg: RunConfig, runs_dir: str | Path, *, force: bool = False) -> Path:
 
 
 def _run_locked(cfg: RunConfig, folder: Path) -> Path:
-    for stale in ("done", "log.jsonl"):
-        (folder / stale).unlink(missing_ok=True)
+    # a forced rerun keeps the old results readable until the new ones are computed
+    (folder / "log.jsonl").unlink(missing_ok=True)
     _write_json(folder / "config.json", {"semantic": cfg.semantic(), "resolved": cfg.model_dump(mode="json"),
                                          "digest": cfg.digest(), "versions": _versions()})
     rlog = RunLog(folder / "log.jsonl")
     rlog.event("run_start", digest=cfg.digest(), slug=cfg.slug())
     t0 = time.perf_counter()
     try:
-        _write_outputs(folder, cfg, _execute(cfg, folder, rlog))
+        result = _execute(cfg, folder, rlog)
+        (folder / "done").unlink(missing_ok=True)
+        _write_outputs(folder, cfg, result)
     except BaseException as e:
         try:
             rlog.event("run_failed", error=f"{type(e).__name__}: {e}")

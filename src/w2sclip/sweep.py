@@ -83,9 +83,12 @@ def _run_pool(todo: list[RunConfig], runs_dir: Path, workers: int):
     threads = max(1, (os.cpu_count() or 1) // workers)
     os.environ["W2SCLIP_THREADS"] = str(threads)
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_safely, c.model_dump(mode="json"), str(runs_dir)) for c in todo]
+        futures = {pool.submit(_run_safely, c.model_dump(mode="json"), str(runs_dir)): c for c in todo}
         for fut in as_completed(futures):
-            yield fut.result()
+            try:
+                yield fut.result()
+            except Exception as e:  # noqa: BLE001 - a worker died (e.g. killed for memory)
+                yield _worker_died(futures[fut], runs_dir, e)
 
 
 def _run_ray(todo: list[RunConfig], runs_dir: Path, address: str):
@@ -101,7 +104,17 @@ def _run_ray(todo: list[RunConfig], runs_dir: Path, address: str):
                                            **{k: v for k, v in os.environ.items()
                                               if k in ("HF_HUB_OFFLINE", "W2SCLIP_CACHE")}}})
     remote = ray.remote(num_cpus=1)(_run_safely)
-    pending = [remote.remote(c.model_dump(mode="json"), str(runs_dir.resolve())) for c in todo]
+    refs = {remote.options(num_gpus=1 if c.device.startswith("cuda") else 0)
+            .remote(c.model_dump(mode="json"), str(runs_dir.resolve())): c for c in todo}
+    pending = list(refs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(ready[0])
+        try:
+            yield ray.get(ready[0])
+        except Exception as e:  # noqa: BLE001 - the Ray worker died; the sweep goes on
+            yield _worker_died(refs[ready[0]], runs_dir, e)
+
+
+def _worker_died(cfg: RunConfig, runs_dir: Path, e: Exception) -> dict:
+    return {"run": run_folder(cfg, runs_dir).name, "status": "failed",
+            "error": f"worker died: {type(e).__name__}: {e}", "seconds": None}

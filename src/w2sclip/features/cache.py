@@ -77,4 +77,6 @@ class ArrayCache:
             raise
         except OSError:  # another process finished the same entry first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
+            if self.load(key, slug) is None:  # not a lost race: a real write failure
+                raise
         return folder

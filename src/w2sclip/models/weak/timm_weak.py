@@ -89,17 +89,34 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, input_size: int,
                       for i in range(0, len(images), batch_size)]).numpy()
 
 
-def decode_images(dataset, size: int) -> np.ndarray:
-    """All images of ``dataset`` as uint8 (N, size, size, 3) (bicubic resize, as the demo caches them)."""
+def decode_images(dataset, size: int, skip_bad: bool = False):
+    """All images of ``dataset`` as uint8 (N, size, size, 3) (bicubic resize, as the demo caches them).
+
+    With ``skip_bad``, unreadable images become black and ``(images, ok)`` is returned, ``ok``
+    (N,) marking the readable ones; otherwise the first unreadable image raises.
+    """
     from PIL import Image
 
-    out = []
+    out, ok = [], np.ones(len(dataset), dtype=bool)
     for i in range(len(dataset)):
-        img, _ = dataset[i]
+        try:
+            img, _ = dataset[i]
+        except Exception:  # noqa: BLE001 - any decode failure of a user file
+            if not skip_bad:
+                raise
+            ok[i] = False
+            out.append(np.zeros((size, size, 3), np.uint8))
+            continue
         if img.size != (size, size):
             img = img.resize((size, size), Image.BICUBIC)
         out.append(np.asarray(img, dtype=np.uint8))
-    return np.stack(out)
+    images = np.stack(out)
+    if not skip_bad:
+        return images
+    if not ok.all():
+        log.warning("weak model: %d unreadable image(s) skipped (first: %s)", int((~ok).sum()),
+                    dataset.samples[int(np.flatnonzero(~ok)[0])][0])
+    return images, ok
 
 
 @dataclass
@@ -138,10 +155,16 @@ class LowResWeak(WeakSupervisor):
         labels = np.asarray(train.labels)
         idx = subsample_per_class(labels, self.labels_per_class, seed)
         subset = replace(train, samples=[train.samples[i] for i in idx])
-        self.model_ = train_weak(decode_images(subset, self.decode_size), labels[idx], len(train.classnames),
-                                 self.config, seed)
+        images, ok = decode_images(subset, self.decode_size, skip_bad=True)
+        if not ok.any():
+            raise ValueError(f"weak model 'lowres:{self.name}': none of the {len(idx)} training images "
+                             f"could be read; check the dataset with `w2sclip data check`")
+        self.model_ = train_weak(images[ok], labels[idx][ok], len(train.classnames), self.config, seed)
         return self
 
     def predict_logits(self, dataset) -> np.ndarray:
         self._check_fitted()
-        return predict_logits(self.model_, decode_images(dataset, self.decode_size), self.input_size)
+        images, ok = decode_images(dataset, self.decode_size, skip_bad=True)
+        logits = predict_logits(self.model_, images, self.input_size)
+        logits[~ok] = 0.0  # unreadable: uniform (those rows are dropped with the image features)
+        return logits
