@@ -52,7 +52,8 @@ class CoOp(Method):
                                    seed=p["seed"], selection=p["selection"], X_val=Xv, Y_val=Yv,
                                    on_step=on_step, batch_fn=normalized_batch)
         with torch.no_grad():
-            self.text_features_ = prompt_encoder(self.ctx_).detach()
+            # kept on the CPU with the features, whatever device the text tower ran on
+            self.text_features_ = prompt_encoder(self.ctx_).detach().float().cpu()
         del self._encoder
         self.fitted_ = True
         return self
@@ -62,7 +63,7 @@ class CoOp(Method):
 
     def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
         text = self._encoder(self.ctx_) if hasattr(self, "_encoder") else self.text_features_
-        return self.logit_scale_ * v @ text.T
+        return self.logit_scale_ * v @ text.to(v.device, v.dtype).T  # the text tower may sit on a GPU
 
     def decision_function(self, X) -> np.ndarray:
         self._check_fitted()
