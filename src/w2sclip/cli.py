@@ -118,9 +118,13 @@ def selection_study_cmd(
     typer.echo(table)
 
 
-def _setup_logging(quiet: bool, log_json: Optional[Path] = None) -> None:
-    """Human-readable warnings on stderr; with ``--log-json FILE`` every INFO record as a JSON line."""
+def _setup_logging(quiet: bool, log_json: Optional[Path] = None, offline: bool = False) -> None:
+    """Human-readable warnings on stderr; with ``--log-json FILE`` every INFO record as a JSON line;
+    ``offline`` sets HF_HUB_OFFLINE=1 for every loader."""
     import json as _json
+
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -158,17 +162,11 @@ def run_cmd(
     log_json: Optional[Path] = typer.Option(None, help="Also write log records as JSON lines here."),
 ) -> None:
     """Execute ONE run: the preset's base values plus --set (grid values are not crossed)."""
-    from w2sclip.config import load_sweep, make_run_config
+    from w2sclip.config import check_runs, load_sweep, make_run_config, parse_overrides
     from w2sclip.runs import load_records, run
 
-    _setup_logging(quiet, log_json)
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
+    _setup_logging(quiet, log_json, offline)
     if config == "-":
-        from w2sclip.config import parse_overrides
-
-        from w2sclip.config import check_runs
-
         cfg = make_run_config(parse_overrides(set_))
         check_runs([cfg])
     else:
@@ -201,9 +199,7 @@ def sweep_cmd(
     from w2sclip.runs import run_folder
     from w2sclip.sweep import plan, run_sweep
 
-    _setup_logging(quiet, log_json)
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
+    _setup_logging(quiet, log_json, offline)
     sweep = load_sweep(_resolve_config(config), set_)
     if dry_run:
         cfgs, todo = plan(sweep, runs_dir)

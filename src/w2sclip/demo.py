@@ -43,6 +43,7 @@ def iter_builtin_runs(quick: bool, n_seeds: int, strong: tuple[str, ...], domain
     """
     from tqdm.auto import tqdm
 
+    from w2sclip.experiment import text_weights_by_set
     from w2sclip.features.extract import cached_features
     from w2sclip.models.strong.openclip import load_strong
 
@@ -67,25 +68,12 @@ def iter_builtin_runs(quick: bool, n_seeds: int, strong: tuple[str, ...], domain
         for task in tqdm(tasks, desc=f"strong={name}", disable=not progress):
             with timer.stage("extraction"):
                 feats = cached_features(model, task.test, cache, task.key)
-                text = _text_weights_by_set(model, task)
+                text = text_weights_by_set(model, task)
             for seed in range(n_seeds):
                 yield {"task": task, "strong": name, "feats": feats, "text": text,
                        "prompt_encoder": lambda m=model, t=task: m.prompt_encoder(t.classnames),
                        "logit_scale": model.logit_scale, "weak": weak[(task.domain, seed)],
                        "weak_name": weak_cfg.slug, "seed": seed}
-
-
-def _text_weights_by_set(model, task: Task):
-    """``name -> text weights (C, D)`` for the task's classes, computed once per template set."""
-    from functools import lru_cache
-
-    from w2sclip.models.strong.openclip import template_set
-
-    @lru_cache(maxsize=None)
-    def text_for(name: str):
-        return model.text_weights(task.classnames, template_set(name, task.test.templates))
-
-    return text_for
 
 
 def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, seeds: int | None = None,
