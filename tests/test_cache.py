@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from w2sclip.features.cache import ArrayCache, digest
-from w2sclip.features.fileio import FileLock, atomic_write
+from w2sclip.fileio import FileLock, atomic_write
 from w2sclip.features.store import FeatureStore, load_entry, spot_digest
 
 

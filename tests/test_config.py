@@ -75,7 +75,7 @@ def test_bad_values_are_clear(tmp_path):
         make_run_config({"domain": "real", "methods": ["cpl2"]})
     with pytest.raises(ValueError, match=r"hold_fraction"):
         make_run_config({"domain": "real", "hold_fraction": 1.5})
-    with pytest.raises(FileNotFoundError, match="presets in configs/: .*builtin.yaml"):
+    with pytest.raises(FileNotFoundError, match="neither a YAML file nor a packaged preset; presets: builtin, "):
         load_sweep(tmp_path / "nope.yaml")
     (tmp_path / "x.yaml").write_text("base: [1, 2\n")
     with pytest.raises(ValueError, match="not valid YAML"):
@@ -88,7 +88,7 @@ def test_run_config_is_frozen():
     cfg = make_run_config({"domain": "real"})
     with pytest.raises(Exception):
         cfg.seed = 3  # type: ignore[misc]
-    assert Path(preset_dir()).name == "configs"
+    assert Path(preset_dir()).name == "presets"
 
 
 def test_weak_options_checked_before_any_work():

@@ -52,42 +52,38 @@ def test_the_seed_matters_where_it_should(name):
     assert not np.array_equal(a, b)
 
 
-def _task_and_inputs():
-    from w2sclip.data.manifest import ImageDataset
-    from w2sclip.pipeline import Task
+def _inputs():
+    from conftest import tiny_prompt_encoder
+    from w2sclip.run.fit import FitInputs
 
     labels = np.repeat(np.arange(C), 24)
-    samples = [(f"img{i}.png", int(y)) for i, y in enumerate(labels)]
-    ds = ImageDataset("toy", CLASSNAMES, ["a photo of a {}."], samples, "real", "test")
     rng = np.random.default_rng(3)
     centers = rng.normal(size=(C, D))
     feats = (centers[labels] + rng.normal(size=(len(labels), D))).astype(np.float32)
     weak = (2 * np.eye(C)[labels] + rng.normal(size=(len(labels), C))).astype(np.float32)
     text = (centers + 0.5 * rng.normal(size=(C, D))).astype(np.float32)
-    return Task("toy", "real", ds, ds), feats, weak, text
+    return FitInputs(feats, weak, labels, lambda name: text, 30.0,
+                     prompt_encoder=lambda: tiny_prompt_encoder(CLASSNAMES, D))
 
 
-def test_pipeline_records_are_identical_across_runs():
-    from conftest import tiny_prompt_encoder
+def test_run_records_are_identical_across_runs():
+    from w2sclip.methods import METHODS
+    from w2sclip.run.fit import fit_and_evaluate
 
-    from w2sclip.demo import DEMO_METHODS
-    from w2sclip.pipeline import Timer, run_seed
-
-    task, feats, weak, text = _task_and_inputs()
-    runs = [run_seed(task, "s", feats, text, 30.0, weak, "w", 2, DEMO_METHODS, Timer(),
-                     lambda: tiny_prompt_encoder(CLASSNAMES, D)) for _ in range(2)]
+    ids = {"dataset": "toy", "domain": "real", "strong": "s", "weak": "w", "seed": 2}
+    runs = [fit_and_evaluate(_inputs(), seed=2, methods=tuple(METHODS), ids=ids).records for _ in range(2)]
     assert runs[0] == runs[1]
-    assert {r["method"] for r in runs[0]} >= set(DEMO_METHODS)
+    assert {r["method"] for r in runs[0]} >= set(METHODS)
 
 
 @pytest.mark.slow
-def test_quick_demo_twice_on_one_cache_gives_identical_records(tmp_path):
-    """The whole quick demo (one domain, one checkpoint): data generation, weak training,
-    extraction, fits; the second run reads the first run's cache."""
+def test_quick_demo_twice_gives_identical_records(tmp_path):
+    """The quick demo on one domain and checkpoint: data generation, weak training, extraction,
+    fits; the second run (another runs folder) reads the first run's cache."""
     from w2sclip.demo import run_demo
 
-    kw = {"quick": True, "strong": ("full",), "domains": ("real",), "cache_dir": tmp_path / "cache",
-          "progress": False}
+    kw = {"quick": True, "progress": False,
+          "overrides": ("grid.strong=[full]", "grid.domain=[real]", f"cache_dir={tmp_path / 'cache'}")}
     a = run_demo(tmp_path / "a", **kw)["records"]
     b = run_demo(tmp_path / "b", **kw)["records"]
     assert a == b and len(a) > 10

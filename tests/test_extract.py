@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from w2sclip.data.manifest import load_manifest
-from w2sclip.features.extract import extract, extract_features, open_features
-from w2sclip.features.fileio import FileLock
+from w2sclip.features.extract import extract, open_features
+from w2sclip.fileio import FileLock
 
 N, SHARD, BATCH = 40, 8, 4
 
@@ -72,6 +72,13 @@ class Counter:
 
     def __exit__(self, *exc):
         self.model.encode_image = self.orig
+
+
+@torch.no_grad()
+def extract_features(strong, dataset, batch_size: int) -> np.ndarray:
+    """The reference: a plain DataLoader over the model's own preprocess, no cache, no shards."""
+    loader = torch.utils.data.DataLoader(dataset.with_transform(strong.preprocess), batch_size=batch_size)
+    return torch.cat([strong.encode_images(x) for x, _ in loader]).numpy()
 
 
 def run(strong, root, cache, **kw):

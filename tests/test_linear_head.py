@@ -6,11 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from w2sclip.losses import adaptconf_loss, kd_loss, logconf_loss
+from w2sclip.losses import adaptconf_loss, kd_loss, logconf_coef, logconf_loss, prior_matched_labels
 from w2sclip.methods import get_method, linear_head
 from w2sclip.methods.linear_head import LinearHeadGrad
-from w2sclip.methods.logconf import logconf_alpha
-from w2sclip.methods.training import Adam
+from w2sclip.methods.training import SGD, Adam, lr_at
 
 N, D, C = 64, 12, 7
 
@@ -23,17 +22,30 @@ def _problem(seed=0):
     return x, teacher, W
 
 
+def _prior_labels(z, prior):
+    return prior_matched_labels(z, prior)
+
+
 def _autograd_loss(loss, z, teacher, T, progress):
     if loss == "kd":
         return kd_loss(z, teacher, T=T)
-    if loss == "logconf":
-        return logconf_loss(z, F.log_softmax(teacher, dim=1).exp(), logconf_alpha(progress))
+    if loss in ("logconf", "logconf_prior"):
+        p = F.log_softmax(teacher, dim=1).exp()
+        hard = _prior_labels(z, p.mean(0)) if loss == "logconf_prior" else None
+        return logconf_loss(z, p, logconf_coef(progress, 0.5, 0.05), hard_labels=hard)
     return adaptconf_loss(z, teacher, theta=0.5, T=T)
+
+
+def _step(loss, W, T, **kw):
+    """The analytic step of ``loss`` (``logconf_prior``: logconf with prior-matched hardening)."""
+    name = "logconf" if loss == "logconf_prior" else loss
+    return LinearHeadGrad(W, loss=name, T=T, alpha_fn=lambda p: logconf_coef(p, 0.5, 0.05),
+                          matcher=_prior_labels if loss == "logconf_prior" else None, **kw)
 
 
 @pytest.mark.parametrize("chunk", [2048, 10])  # one block of rows, or several
 @pytest.mark.parametrize("full_batch", [True, False])
-@pytest.mark.parametrize("loss,T", [("kd", 1.0), ("kd", 2.0), ("logconf", 1.0),
+@pytest.mark.parametrize("loss,T", [("kd", 1.0), ("kd", 2.0), ("logconf", 1.0), ("logconf_prior", 1.0),
                                     ("adaptconf", 1.0), ("adaptconf", 2.0)])
 def test_cosine_head_gradients_match_autograd(loss, T, full_batch, chunk, monkeypatch):
     monkeypatch.setattr(linear_head, "BLOCK_ROWS", chunk)
@@ -47,7 +59,7 @@ def test_cosine_head_gradients_match_autograd(loss, T, full_batch, chunk, monkey
         z = log_s.exp() * v @ F.normalize(W, dim=1).T
         _autograd_loss(loss, z, teacher, T, 0.1).backward()
         Wf, sf = W0.clone().requires_grad_(), torch.tensor(np.log(20.0)).requires_grad_()
-        step = LinearHeadGrad(Wf, log_scale=sf, loss=loss, T=T, alpha_fn=logconf_alpha)
+        step = _step(loss, Wf, T, log_scale=sf)
         for _ in range(2):  # the second call uses what a fixed batch caches
             step(v, teacher, 0.1, full_batch)
             torch.testing.assert_close(Wf.grad, W.grad, rtol=1e-8, atol=1e-10)
@@ -58,7 +70,8 @@ def test_cosine_head_gradients_match_autograd(loss, T, full_batch, chunk, monkey
 
 @pytest.mark.parametrize("chunk", [2048, 10])
 @pytest.mark.parametrize("full_batch", [True, False])
-@pytest.mark.parametrize("loss,T", [("kd", 1.0), ("kd", 3.0), ("logconf", 1.0), ("adaptconf", 1.0)])
+@pytest.mark.parametrize("loss,T", [("kd", 1.0), ("kd", 3.0), ("logconf", 1.0), ("logconf_prior", 1.0),
+                                    ("adaptconf", 1.0)])
 def test_linear_head_gradients_match_autograd(loss, T, full_batch, chunk, monkeypatch):
     monkeypatch.setattr(linear_head, "BLOCK_ROWS", chunk)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
@@ -69,11 +82,46 @@ def test_linear_head_gradients_match_autograd(loss, T, full_batch, chunk, monkey
         W, b = W0.clone().requires_grad_(), b0.clone().requires_grad_()
         _autograd_loss(loss, x @ W.T + b, teacher, T, 0.5).backward()
         Wf, bf = W0.clone().requires_grad_(), b0.clone().requires_grad_()
-        step = LinearHeadGrad(Wf, bias=bf, loss=loss, T=T, alpha_fn=logconf_alpha)
+        step = _step(loss, Wf, T, bias=bf)
         for _ in range(2):
             step(x, teacher, 0.5, full_batch)
             torch.testing.assert_close(Wf.grad, W.grad, rtol=1e-8, atol=1e-10)
             torch.testing.assert_close(bf.grad, b.grad, rtol=1e-8, atol=1e-10)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("loss,T", [("kd", 1.0), ("kd", 2.0), ("adaptconf", 2.0), ("logconf_prior", 1.0)])
+def test_exact_one_hot_teachers_give_autograd_gradients(loss, T):
+    """Hard targets as teacher logits with -inf off-class (base.teacher_logits of one-hot)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, _, W0 = _problem(4)
+        v = F.normalize(x, dim=1)
+        y = torch.arange(N) % C
+        teacher = torch.log(F.one_hot(y, C).double())
+        W = W0.clone().requires_grad_()
+        loss_value = _autograd_loss(loss, 20.0 * v @ F.normalize(W, dim=1).T, teacher, T, 0.5)
+        loss_value.backward()
+        assert torch.isfinite(loss_value) and torch.isfinite(W.grad).all()
+        Wf = W0.clone().requires_grad_()
+        _step(loss, Wf, T, log_scale=torch.tensor(np.log(20.0)))(v, teacher, 0.5, True)
+        torch.testing.assert_close(Wf.grad, W.grad, rtol=1e-8, atol=1e-10)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_adaptconf_relative_theta_is_theta_times_scale():
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, teacher, W0 = _problem(5)
+        v = F.normalize(x, dim=1)
+        W = W0.clone().requires_grad_()
+        adaptconf_loss(30.0 * v @ F.normalize(W, dim=1).T, teacher, theta=0.02 * 30.0).backward()
+        Wf = W0.clone().requires_grad_()
+        LinearHeadGrad(Wf, log_scale=torch.tensor(np.log(30.0)), loss="adaptconf", theta=0.02,
+                       theta_relative=True)(v, teacher, 0.0, False)
+        torch.testing.assert_close(Wf.grad, W.grad, rtol=1e-8, atol=1e-10)
     finally:
         torch.set_default_dtype(torch.float32)
 
@@ -93,13 +141,27 @@ def test_unknown_loss_is_clear():
         LinearHeadGrad(torch.zeros(2, 2), loss="mse")
 
 
+def _optimizers(kind, weight_decay, a, b):
+    if kind == "adam":
+        return Adam(a, lr=1e-2, weight_decay=weight_decay), torch.optim.Adam(b, lr=1e-2, weight_decay=weight_decay)
+    if kind == "adamw":
+        return (Adam(a, lr=1e-2, weight_decay=weight_decay, eps=1e-4, decoupled=True),
+                torch.optim.AdamW(b, lr=1e-2, weight_decay=weight_decay, eps=1e-4))
+    return (SGD(a, lr=2e-3, momentum=0.9, weight_decay=weight_decay),
+            torch.optim.SGD(b, lr=2e-3, momentum=0.9, weight_decay=weight_decay))
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd"])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-def test_adam_is_torch_adam_bit_for_bit(weight_decay):
+def test_optimizers_are_torch_optimizers_bit_for_bit(kind, weight_decay):
+    """Including a step size changed between steps (a schedule), as torch's param_groups lr."""
     g = torch.Generator().manual_seed(0)
     a = [torch.randn(5, 3, generator=g).requires_grad_(), torch.randn(3, generator=g).requires_grad_()]
     b = [p.detach().clone().requires_grad_() for p in a]
-    ours, ref = Adam(a, lr=1e-2, weight_decay=weight_decay), torch.optim.Adam(b, lr=1e-2, weight_decay=weight_decay)
-    for _ in range(20):
+    ours, ref = _optimizers(kind, weight_decay, a, b)
+    base = ours.lr
+    for i in range(20):
+        ours.lr = ref.param_groups[0]["lr"] = lr_at(i, base, 20, "cosine", 2, 1e-5)
         grads = [torch.randn(p.shape, generator=g) for p in a]
         for p, q, gr in zip(a, b, grads):
             p.grad, q.grad = gr.clone(), gr.clone()
@@ -107,6 +169,20 @@ def test_adam_is_torch_adam_bit_for_bit(weight_decay):
         ref.step()
     for p, q in zip(a, b):
         assert torch.equal(p, q)
+
+
+def test_lr_schedule_is_constant_warmup_then_cosine_annealing():
+    assert [lr_at(i, 0.1, 10) for i in range(3)] == [0.1] * 3
+    assert lr_at(0, 0.1, 10, "cosine", 2, 1e-5) == lr_at(1, 0.1, 10, "cosine", 2, 1e-5) == 1e-5
+    assert lr_at(2, 0.1, 10, "cosine", 2, 1e-5) == pytest.approx(0.1)
+    # torch's CosineAnnealingLR over the 8 steps after the warm-up, stepped every step
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 8)
+    for i in range(8):
+        assert lr_at(i + 2, 0.1, 10, "cosine", 2, 1e-5) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+        opt.step()
+        sched.step()
 
 
 def _data():
@@ -128,7 +204,7 @@ def test_minibatch_from_memory_map_equals_in_memory(tmp_path, name):
     kw = {"text_weights": text, "logit_scale": 20.0, "X_val": Xm[240:], "y_val": Pm[240:]}
     a = get_method(name, batch_size=64, epochs=3, seed=1).fit(Xm[:240], Pm[:240], **kw)
     b = get_method(name, batch_size=64, epochs=3, seed=1).fit(X[:240], probs[:240], **kw)
-    assert a.history_["steps_run"] == 12
+    assert a.history_["stop_step"] == 12
     np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
 
 
@@ -143,7 +219,7 @@ def test_fast_path_trains_like_autograd(name, batch_size):
     slow._grad = lambda: None  # no step_fn: train_head backpropagates through _loss
     slow.fit(X[:240], probs[:240], **kw)
     assert fast.history_["best_step"] == slow.history_["best_step"]
-    assert fast.history_["steps_run"] == slow.history_["steps_run"]
+    assert fast.history_["stop_step"] == slow.history_["stop_step"]
     np.testing.assert_allclose(fast.predict_proba(X), slow.predict_proba(X), atol=1e-4)
 
 

@@ -118,52 +118,133 @@ def test_cpl_needs_text_weights():
 
 # -- logconf, adaptconf, tip_adapter_f, clip_adapter ------------------------------------------
 
-def test_logconf_alpha_schedule():
-    from w2sclip.methods.logconf import logconf_alpha
+def test_logconf_coefficient_is_burns_warmup():
+    """openai/weak-to-strong logconf_loss_fn: coef = step_frac if step_frac <= warmup_frac else 1,
+    times aux_coef (defaults 0.5 and 0.1)."""
+    from w2sclip.losses import logconf_coef
 
-    assert logconf_alpha(0.0) == 0.0
-    assert logconf_alpha(0.1) == pytest.approx(0.25)
-    assert logconf_alpha(0.2) == pytest.approx(0.5)
-    assert logconf_alpha(0.5) == pytest.approx(0.5)
-    assert logconf_alpha(1.0, alpha_max=0.75, warmup=0.5) == pytest.approx(0.75)
-    assert logconf_alpha(0.25, alpha_max=0.8, warmup=0.5) == pytest.approx(0.4)
-    assert logconf_alpha(0.0, alpha_max=0.3, warmup=0.0) == pytest.approx(0.3)
+    assert logconf_coef(0.0) == 0.0
+    assert logconf_coef(0.05) == pytest.approx(0.025)
+    assert logconf_coef(0.1) == pytest.approx(0.05)
+    assert logconf_coef(0.1001) == pytest.approx(0.5)
+    assert logconf_coef(0.7) == pytest.approx(0.5)
+    assert logconf_coef(0.3, aux_coef=0.8, warmup_frac=0.5) == pytest.approx(0.24)
+    assert logconf_coef(0.0, aux_coef=0.3, warmup_frac=0.0) == pytest.approx(0.0)
+    assert logconf_coef(0.01, aux_coef=0.3, warmup_frac=0.0) == pytest.approx(0.3)
+
+
+def _burns_hardened(logits, labels):
+    """openai/weak-to-strong weak_to_strong/loss.py logconf_loss_fn's strong_preds (binary)."""
+    import torch
+
+    preds = torch.softmax(logits, dim=-1)
+    threshold = torch.quantile(preds[:, 0], labels.mean(0)[1])
+    return (preds[:, 0] < threshold).long()  # their column 1 is "p0 < threshold"
+
+
+def test_prior_matched_labels_with_two_classes_are_burns_quantile_threshold():
+    import torch
+
+    from w2sclip.losses import prior_matched_labels
+
+    g = torch.Generator().manual_seed(0)
+    checked = 0
+    for _ in range(100):
+        n = int(torch.randint(4, 200, (1,), generator=g))
+        z = 3 * torch.randn(n, 2, generator=g)
+        y = torch.randint(0, 2, (n,), generator=g)
+        if y.sum() in (0, n):
+            continue
+        weak = torch.nn.functional.one_hot(y, 2).float()  # n * prior integral: same counts
+        assert torch.equal(prior_matched_labels(z, weak.mean(0)), _burns_hardened(z, weak))
+        checked += 1
+    assert checked > 80
+
+
+def test_prior_matched_labels_with_soft_labels_differ_from_burns_by_at_most_one_row():
+    import torch
+
+    from w2sclip.losses import prior_matched_labels
+
+    g = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        n = int(torch.randint(4, 200, (1,), generator=g))
+        z = 3 * torch.randn(n, 2, generator=g)
+        weak = torch.softmax(2 * torch.randn(n, 2, generator=g), 1)
+        ours, theirs = prior_matched_labels(z, weak.mean(0)), _burns_hardened(z, weak)
+        assert abs(int(ours.sum()) - int(theirs.sum())) <= 1
+        # both are thresholds on p_0: every class-1 row has a lower p_0 than every class-0 row
+        p0 = torch.softmax(z, 1)[:, 0]
+        if 0 < int(ours.sum()) < n:
+            assert p0[ours == 1].max() <= p0[ours == 0].min()
+
+
+@pytest.mark.parametrize("n,c", [(300, 5), (1000, 24), (2000, 100)])
+def test_prior_matched_labels_match_the_prior_with_many_classes(n, c):
+    import torch
+
+    from w2sclip.losses import PriorMatcher, prior_counts, prior_matched_labels
+
+    g = torch.Generator().manual_seed(c)
+    z = 5 * torch.randn(n, c, generator=g) + 3 * torch.randn(c, generator=g)  # skewed argmax
+    prior = torch.softmax(torch.randn(c, generator=g), 0)
+    k = prior_counts(prior, n)
+    assert int(k.sum()) == n and (k - n * prior).abs().max() < 1
+    off = lambda labels: int((torch.bincount(labels, minlength=c) - k).abs().sum()) / 2 / n
+    assert off(z.argmax(1)) > 0.2  # the plain argmax is far from the prior
+    assert off(prior_matched_labels(z, prior)) < 0.01
+    m = PriorMatcher()
+    m(z, prior)
+    assert off(m(z + 0.01 * torch.randn(n, c, generator=g), prior)) < 0.005  # warm start
 
 
 @pytest.mark.parametrize("selection", ["fixed", "val_loss"])
 def test_logconf_without_confidence_term_equals_cpl(selection):
     X, _, probs, text = _data()
     a = _fit("cpl", X, probs, text, seed=2, lr=3e-3, epochs=50, selection=selection)
-    b = _fit("logconf", X, probs, text, seed=2, lr=3e-3, epochs=50, selection=selection, alpha_max=0.0)
+    b = _fit("logconf", X, probs, text, seed=2, lr=3e-3, epochs=50, selection=selection, aux_coef=0.0)
     np.testing.assert_allclose(a.decision_function(X), b.decision_function(X), rtol=0, atol=1e-6)
     assert a.history_["best_step"] == b.history_["best_step"]
 
 
 def test_logconf_confidence_term_changes_training():
     X, _, probs, text = _data()
-    a = _fit("logconf", X, probs, text, lr=3e-3, epochs=50, selection="fixed", alpha_max=0.0)
-    b = _fit("logconf", X, probs, text, lr=3e-3, epochs=50, selection="fixed", alpha_max=0.9)
+    a = _fit("logconf", X, probs, text, lr=3e-3, epochs=50, selection="fixed", aux_coef=0.0)
+    b = _fit("logconf", X, probs, text, lr=3e-3, epochs=50, selection="fixed", aux_coef=0.9)
     assert np.abs(a.decision_function(X) - b.decision_function(X)).max() > 1e-3
+    c = _fit("logconf", X, probs, text, lr=3e-3, epochs=50, selection="fixed", aux_coef=0.9, hardening="argmax")
+    assert np.abs(c.decision_function(X) - b.decision_function(X)).max() > 1e-3
 
 
-def test_logconf_uses_the_ramp_during_training():
+def test_logconf_uses_the_warmup_during_training():
     from w2sclip.methods.logconf import LogConf
 
-    m = LogConf(alpha_max=0.5, warmup=0.2)
+    m = LogConf(max_steps=200)
     seen = []
     m._alpha = (lambda orig: lambda prog: (seen.append(prog), orig(prog))[1])(m._alpha)
     X, _, probs, text = _data()
     m.fit(X, probs, text_weights=text, logit_scale=50.0)
-    assert seen[0] == 0.0 and max(seen) < 1.0 and len(seen) == m.defaults["epochs"]
+    assert seen == [i / 200 for i in range(200)]  # progress over the budget, one call per step
 
 
 def test_adaptconf_differs_from_cpl_and_theta_matters():
     X, _, probs, text = _data()
     kw = dict(lr=3e-3, epochs=50, selection="fixed")
     cpl = _fit("cpl", X, probs, text, **kw).decision_function(X)
-    lo = _fit("adaptconf", X, probs, text, theta=0.1, **kw).decision_function(X)
-    hi = _fit("adaptconf", X, probs, text, theta=5.0, **kw).decision_function(X)
+    lo = _fit("adaptconf", X, probs, text, theta_rel=0.002, **kw).decision_function(X)
+    hi = _fit("adaptconf", X, probs, text, theta_rel=0.1, **kw).decision_function(X)
     assert np.abs(cpl - lo).max() > 1e-3 and np.abs(lo - hi).max() > 1e-3
+
+
+def test_adaptconf_theta_is_relative_to_the_logit_scale():
+    """theta = theta_rel * s, so the gate a = sigmoid((cos_weak - cos_max) / theta_rel) depends
+    on cosines only, not on the logit scale."""
+    from w2sclip.methods.adaptconf import AdaptConf
+
+    X, _, probs, text = _data()
+    for s in (20.0, 100.0):
+        m = AdaptConf(theta_rel=0.05, max_steps=0).fit(X, probs, text_weights=text, logit_scale=s)
+        assert m._theta() == pytest.approx(0.05 * s)
 
 
 def test_tip_adapter_f_without_cache_and_training_is_zero_shot():
@@ -190,11 +271,11 @@ def test_tip_adapter_f_cache_formula_and_state():
 
 def test_tip_adapter_f_trains_only_the_keys():
     X, _, probs, text = _data()
-    m = _fit("tip_adapter_f", X, probs, text, selection="fixed", lr=1e-2)
+    m = _fit("tip_adapter_f", X, probs, text, selection="fixed", lr=1e-2, max_steps=40)
     keys0 = X[:90] / np.linalg.norm(X[:90], axis=1, keepdims=True)
     assert np.abs(m.keys_.detach().numpy() - keys0).max() > 1e-3
     np.testing.assert_array_equal(m.values_.numpy(), probs[:90])
-    assert m.history_["steps_run"] == m.params["epochs"]
+    assert m.history_["stop_step"] == 40 and m.history_["hit_cap"]
 
 
 def test_clip_adapter_without_residual_is_zero_shot():
@@ -210,7 +291,7 @@ def test_clip_adapter_learns_and_seed_controls_init():
     rng = np.random.default_rng(1)
     bad_text = rng.normal(size=text.shape).astype(np.float32)
     before = get_method("zero_shot").fit(X, text_weights=bad_text, logit_scale=50.0).predict(X)
-    m = get_method("clip_adapter", ratio=0.8, lr=1e-2, selection="fixed").fit(
+    m = get_method("clip_adapter", ratio=0.8, lr=1e-2, selection="fixed", max_steps=400).fit(
         X, y, text_weights=bad_text, logit_scale=50.0)
     assert (m.predict(X) == y).mean() > (before == y).mean() + 0.2
     a = _fit("clip_adapter", X, y, text, seed=0, epochs=0).adapter_[0].weight.detach().numpy()
@@ -225,10 +306,47 @@ def test_adapters_need_text_weights(name):
         get_method(name).fit(X, probs)
 
 
+def test_clip_adapter_raw_features_give_the_same_fit_as_normalised_ones():
+    """Gao et al. adapt the raw CLIP feature; a bias-free ReLU MLP is positively homogeneous, so
+    rescaling each row changes neither the logits nor the training."""
+    X, _, probs, text = _data()
+    raw = X * np.random.default_rng(5).uniform(0.5, 20.0, size=(len(X), 1)).astype(np.float32)
+    a = _fit("clip_adapter", X, probs, text, max_steps=30, selection="fixed")
+    b = _fit("clip_adapter", raw, probs, text, max_steps=30, selection="fixed")
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(raw), rtol=1e-4, atol=1e-4)
+    for pa, pb in zip(a.adapter_.parameters(), b.adapter_.parameters()):
+        np.testing.assert_allclose(pa.detach().numpy(), pb.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_hard_targets_are_exactly_one_hot_at_any_temperature():
+    import torch
+
+    from w2sclip.losses import kd_loss
+    from w2sclip.methods.base import target_logits
+
+    t = target_logits(np.array([0, 2]), 345, hard_labels=True)
+    assert torch.isinf(t).sum() == 2 * 344
+    p = torch.softmax(t / 2.0, dim=1)
+    assert torch.equal(p, torch.nn.functional.one_hot(torch.tensor([0, 2]), 345).float())
+    z = torch.randn(2, 345, requires_grad=True)
+    loss = kd_loss(z, t, T=2.0)
+    loss.backward()
+    want = 4 * -torch.log_softmax(z.detach() / 2.0, 1)[[0, 1], [0, 2]].mean()
+    assert torch.isfinite(z.grad).all() and float(loss) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_cpl_hard_trains_on_exact_one_hot_targets():
+    X, y, _, text = _data()
+    a = _fit("cpl_hard", X, np.eye(C, dtype=np.float32)[y], text, T=2.0, max_steps=30)
+    assert np.isfinite(a.decision_function(X)).all()
+    b = _fit("cpl", X, y, text, T=2.0, max_steps=30, hard_labels=True)
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(X), atol=1e-5)
+
+
 def test_cpl_poe_without_prior_is_cpl_and_prior_pulls_to_zero_shot():
     X, _, probs, text = _data()
     a = _fit("cpl", X, probs, text, selection="fixed", epochs=50, lr=1e-2).predict_proba(X)
-    b = _fit("cpl_poe", X, probs, text, selection="fixed", epochs=50, lr=1e-2, prior_weight=0.0).predict_proba(X)
+    b = _fit("cpl_poe", X, probs, text, selection="fixed", epochs=50, lr=1e-2, beta=0.0).predict_proba(X)
     np.testing.assert_allclose(a, b, atol=1e-5)  # same targets up to float renormalisation
     # wrong, confident weak labels: the zero-shot prior keeps CPL-PoE closer to zero-shot
     wrong = np.roll(np.eye(C, dtype=np.float32)[probs.argmax(1)], 1, axis=1) * 0.6 + 0.4 / C
@@ -236,3 +354,57 @@ def test_cpl_poe_without_prior_is_cpl_and_prior_pulls_to_zero_shot():
     cpl = _fit("cpl", X, wrong, text, selection="fixed", epochs=100, lr=1e-2).predict(X)
     poe = _fit("cpl_poe", X, wrong, text, selection="fixed", epochs=100, lr=1e-2).predict(X)
     assert (poe == zs).mean() > (cpl == zs).mean()
+
+
+def test_cpl_poe_exponents_follow_product_loss_fn():
+    """Targets p ∝ p_weak^alpha * p_zero_shot^beta (product_loss_fn's form, zero-shot prior)."""
+    import torch
+    import torch.nn.functional as F
+
+    from w2sclip.methods.cpl_poe import CPLPoE
+
+    X, _, probs, text = _data()
+    v = F.normalize(torch.as_tensor(X[:10]), dim=1)
+    w0 = F.normalize(torch.as_tensor(text), dim=1)
+    zs = torch.softmax(50.0 * v @ w0.T, 1)
+    for a, b in ((1.0, 1.0), (0.5, 2.0), (2.0, 0.0)):
+        m = CPLPoE(alpha=a, beta=b)
+        got = m._targets(v, probs[:10], w0, 50.0).exp()
+        want = torch.as_tensor(probs[:10]) ** a * zs ** b
+        torch.testing.assert_close(got, want / want.sum(1, keepdim=True), rtol=1e-4, atol=1e-6)
+
+
+def test_coop_starts_from_the_template_ensemble():
+    """One context per template; at its initialisation CoOp's class features are the
+    normalised mean over templates of the normalised text features (the zero-shot prototypes)."""
+    import torch
+    import torch.nn.functional as F
+    from conftest import _tiny_clip, tiny_prompt_encoder
+
+    from w2sclip.models.strong.openclip import PromptEncoder
+
+    templates = ["a photo of a {}.", "a sketch of a {}.", "an origami {} in the dark."]
+    model, tok = _tiny_clip(D)
+    with torch.no_grad():
+        per = [F.normalize(model.encode_text(tok([t.format(c) for c in CLASSNAMES])), dim=1) for t in templates]
+    want = F.normalize(torch.stack(per).mean(0), dim=1).numpy()
+    enc = PromptEncoder(model, tok, CLASSNAMES, templates)
+    X, _, probs, _ = _data()
+    m = get_method("coop", max_steps=0).fit(X, probs, logit_scale=50.0, prompt_encoder=enc)
+    assert m.templates_ == templates and len(m.ctx_) == 3 and m.ctx_[0].shape[0] == 4
+    np.testing.assert_allclose(m.text_features_.numpy(), want, atol=1e-5)
+    simple = get_method("coop", max_steps=0, templates="simple").fit(
+        X, probs, logit_scale=50.0, prompt_encoder=PromptEncoder(model, tok, CLASSNAMES, templates))
+    np.testing.assert_allclose(simple.text_features_.numpy(), per[0].numpy(), atol=1e-5)
+    with pytest.warns(UserWarning, match="no dataset templates"):
+        get_method("coop", max_steps=0).fit(X, probs, logit_scale=50.0,
+                                             prompt_encoder=tiny_prompt_encoder(CLASSNAMES, D))
+    with pytest.raises(ValueError, match="before the class name"):
+        PromptEncoder(model, tok, CLASSNAMES, ["{} texture."]).prepare_templates(["{} texture."])
+
+
+def test_coop_trains_with_sgd_as_coop_configs():
+    m = get_method("coop")
+    p = m.params
+    assert (p["optimizer"], p["lr"], p["momentum"], p["weight_decay"], p["batch_size"]) == ("sgd", 2e-3, 0.9, 5e-4, 32)
+    assert (p["schedule"], p["warmup_epochs"], p["warmup_lr"]) == ("cosine", 1.0, 1e-5)

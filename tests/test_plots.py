@@ -83,8 +83,12 @@ def test_confusion_plot_names_ticks_only_for_small_class_counts(tmp_path, figure
 
 
 def test_method_colours_are_fixed_and_distinct():
-    from w2sclip.report import METHOD_ORDER
+    from w2sclip.methods import METHODS
 
-    colors = plots.method_colors(METHOD_ORDER)
-    assert len(set(colors.values())) == len(METHOD_ORDER)
+    names = ["weak", *METHODS]
+    colors = plots.method_colors(names)
+    assert len(set(colors.values())) == len(names)
     assert plots.method_colors(["cpl"])["cpl"] == colors["cpl"]  # the same in every figure
+    ceilings = plots.method_colors([f"ceiling_{m}" for m in METHODS])
+    assert set(ceilings.values()) <= set(plots.CEILING_GREYS)  # ceilings are greys, never a method's colour
+    assert not set(ceilings.values()) & set(colors.values())

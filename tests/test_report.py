@@ -11,7 +11,14 @@ METHODS = ("zero_shot", "kd_lp", "cpl", "cpl_poe")
 
 def _rec(method, domain, seed, acc, weak=0.5, ceil=0.8, pgr=None):
     return {"strong": "s", "method": method, "domain": domain, "seed": seed, "accuracy": acc,
-            "weak_accuracy": weak, "ceiling_accuracy": ceil, "agreement": 0.5, "pgr": pgr}
+            "weak_accuracy": weak, "ceiling_accuracy": ceil, "agreement": 0.5, "pgr": pgr,
+            "ceiling": "ceiling_cpl"}
+
+
+def _trio(domain, seed, student, weak, ceiling):
+    """Records of a student, the weak model and the student's ceiling on one (domain, seed)."""
+    return [_rec("cpl", domain, seed, student), _rec("weak", domain, seed, weak),
+            _rec("ceiling_cpl", domain, seed, ceiling)]
 
 
 def write_run(root, *, domain, strong, seed, accuracy=None, methods=METHODS, n_classes=5, dim=16,
@@ -27,9 +34,9 @@ def write_run(root, *, domain, strong, seed, accuracy=None, methods=METHODS, n_c
     base = np.random.default_rng(zlib.crc32(f"{domain}/{strong}".encode()))
     key = zlib.crc32(f"{domain}/{strong}/{seed}".encode())
     rng = np.random.default_rng(key)
-    names = ["weak", *methods, "ceiling_lp", "ceiling"]
+    names = ["weak", *methods, "ceiling_kd_lp", "ceiling_cpl"]
     mean = {m: base.uniform(0.35, 0.75) for m in names} | {"weak": base.uniform(0.2, 0.4),
-                                                           "ceiling_lp": 0.8, "ceiling": 0.85}
+                                                           "ceiling_kd_lp": 0.8, "ceiling_cpl": 0.85}
     acc = {m: float(np.clip(a + rng.normal(0, 0.02), 0, 1)) for m, a in mean.items()}
     acc.update(accuracy or {})
     folder = root / f"{dataset}-{domain}-{strong}-s{seed}{tag}-{key % 10**6:06d}"
@@ -41,31 +48,35 @@ def write_run(root, *, domain, strong, seed, accuracy=None, methods=METHODS, n_c
     (folder / "classnames.json").write_text(json.dumps(classes))
     recs = []
     for m in names:
-        ceil = acc["ceiling_lp" if m in ("kd_lp", "ceiling_lp") else "ceiling"]
+        own = None if m == "weak" else "ceiling_kd_lp" if m in ("kd_lp", "ceiling_kd_lp") else "ceiling_cpl"
+        ceil = acc[own] if own else None
         recs.append({"dataset": dataset, "domain": domain, "strong": strong, "weak": weak, "method": m,
                      "seed": seed, "protocol": protocol, "accuracy": acc[m], "weak_accuracy": acc["weak"],
-                     "ceiling_accuracy": ceil, "pgr": pgr(acc[m], acc["weak"], ceil),
+                     "ceiling": own, "ceiling_accuracy": ceil, "n_classes": n_classes,
+                     "pgr": pgr(acc[m], acc["weak"], ceil) if own else None,
                      "agreement": 1.0 if m == "weak" else float(rng.uniform(0.2, 0.8)),
                      "ece": float(rng.uniform(0.01, 0.2)), "top5": 1.0, "hparams": "{}"})
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     y = rng.integers(0, n_classes, n_test)
     if predictions:
-        preds = {"y_true": y.astype(np.int64)}
+        preds = {"y_true": y.astype(np.int64), "test_index": np.arange(n_test, dtype=np.int64)}
+        labels = dict(preds)
         for m in names:
             pred = np.where(rng.random(n_test) < acc[m], y, rng.integers(0, n_classes, n_test))
             logits = rng.normal(size=(n_test, n_classes)) + 4 * np.eye(n_classes)[pred]
             p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-            preds[m] = p.astype(np.float16)
+            preds[m], labels[m] = p.astype(np.float16), p.argmax(1)
         np.savez_compressed(folder / "predictions.npz", **preds)
+        np.savez_compressed(folder / "labels.npz", **labels)
     if projection:
         mu = rng.normal(size=(n_classes, dim))
         unit = lambda x: (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
         feats = unit(separation * mu[y] + rng.normal(size=(n_test, dim)))
         text = unit(mu + 0.8 * rng.normal(size=mu.shape) + 1.5)  # + a shared offset: the modality gap
         arrays = {"features": feats.astype(np.float16), "labels": y.astype(np.int64), "text_prototypes": text}
-        for m in ("cpl", "cpl_poe", "ceiling"):
+        for m in ("cpl", "cpl_poe", "ceiling_cpl"):
             if m in names:
-                arrays[m] = unit(text + {"cpl": 0.6, "cpl_poe": 0.3, "ceiling": 1.0}[m] * (unit(mu) - text))
+                arrays[m] = unit(text + {"cpl": 0.6, "cpl_poe": 0.3, "ceiling_cpl": 1.0}[m] * (unit(mu) - text))
         np.savez_compressed(folder / "projection.npz", **arrays)
     if done:
         (folder / "done").write_text(json.dumps({"finished": "2026-01-01T00:00:00"}))
@@ -80,8 +91,8 @@ def runs(tmp_path_factory):
         for domain in ("a", "b"):
             for seed in (0, 1):
                 acc = {"cpl": 0.6 + 0.1 * seed} if (strong, domain) == ("full", "a") else {}
-                if strong == "limited" and domain == "b" and seed == 1:  # ceiling <= weak: PGR undefined
-                    acc.update(weak=0.7, ceiling=0.6, ceiling_lp=0.6)
+                if strong == "limited" and domain == "b":  # ceiling <= weak: PGR undefined
+                    acc.update(weak=0.7, ceiling_cpl=0.6, ceiling_kd_lp=0.6)
                 write_run(root, domain=domain, strong=strong, seed=seed, accuracy=acc,
                           predictions=strong == "full", projection=strong == "full")
     write_run(root, domain="a", strong="full", seed=2, accuracy={"cpl": 0.0}, done=False)
@@ -111,13 +122,23 @@ def test_table_mean_std_and_domain_average():
     assert row == "| cpl | 70.0 ± 14.1 | 30.0 ± 14.1 | 50.0 ± 14.1 |"
 
 
-def test_undefined_pgr_is_marked_not_averaged_in_silently():
-    recs = [_rec("cpl", "a", 0, 0.6, pgr=0.5), _rec("cpl", "a", 1, 0.6, weak=0.8, ceil=0.7, pgr=None)]
+def test_pgr_cell_is_the_pgr_of_seed_means_not_a_mean_of_ratios():
+    # seed 0: gap 0.30, PGR 1/3; seed 1: gap 0.02, PGR 5: mean of ratios 2.67; PGR of means 0.375
+    recs = _trio("a", 0, 0.6, 0.5, 0.8) + _trio("a", 1, 0.6, 0.5, 0.52)
     row = next(line for line in summary_table(recs, "s", "pgr").splitlines() if line.startswith("| cpl"))
-    assert "0.50 ± 0.00 (1/2 defined)" in row
-    recs = [_rec("cpl", "a", 0, 0.6, weak=0.8, ceil=0.7, pgr=None)]
+    assert row.startswith("| cpl | ceiling_cpl | undef.")  # gap 0.16 below 2 SE of a 2-seed bootstrap
+    recs = sum((_trio("a", k, 0.6 + 0.01 * k, 0.5, 0.8 + 0.01 * k) for k in range(3)), [])
     row = next(line for line in summary_table(recs, "s", "pgr").splitlines() if line.startswith("| cpl"))
-    assert "undef." in row
+    value = float(row.split("|")[3].split("[")[0])
+    assert value == pytest.approx((0.61 - 0.5) / (0.81 - 0.5), abs=0.005)
+    lo, hi = (float(v) for v in row.split("[")[1].split("]")[0].split(","))
+    assert lo <= value <= hi
+
+
+def test_undefined_pgr_says_why():
+    recs = _trio("a", 0, 0.6, 0.8, 0.7) + _trio("a", 1, 0.6, 0.8, 0.7)
+    row = next(line for line in summary_table(recs, "s", "pgr").splitlines() if line.startswith("| cpl"))
+    assert "undef. (gap -10.0" in row
 
 
 def test_report_never_pools_different_weak_supervisors():
@@ -139,6 +160,7 @@ def test_load_runs_skips_unfinished_and_lists_them(runs):
     records, infos = load_runs(runs)
     assert len(infos) == 9 and sum(not i.complete for i in infos) == 1
     assert len(records) == 8 * 7  # 8 finished runs x (weak + 4 methods + 2 ceilings)
+    assert {r["method"] for r in records} >= {"ceiling_cpl", "ceiling_kd_lp"}
     assert all(r["accuracy"] != 0.0 for r in records)  # the unfinished run's cpl = 0.0 is not in
     assert {i.group for i in infos if i.complete} == {("toy", s, "w", "in_domain") for s in ("full", "limited")}
 
@@ -148,10 +170,12 @@ def test_report_tables_hold_hand_computed_numbers(report):
     heading = "## strong = full, weak = w, dataset = toy, protocol = in_domain (seeds [0, 1])"
     row = _row(md, heading, "Accuracy on D_test", "cpl")
     assert row.startswith("| cpl | 65.0 ± 7.1 |")  # (0.6, 0.7): mean 65.0 %, sample std 7.07
-    for caption in ("PGR = ", "Agreement with the weak", "Calibration: expected calibration error"):
+    for caption in ("Agreement with the weak", "Calibration: expected calibration error"):
         assert _row(md, heading, caption, "cpl").count("±") == 3  # a, b, avg
+    pgr_row = _row(md, heading, "PGR = ", "cpl")
+    assert pgr_row.startswith("| cpl | ceiling_cpl |") and pgr_row.count("[") + pgr_row.count("undef.") == 3
     html = (out / "report.html").read_text()
-    assert "<table>" in html and "<td>65.0 ± 7.1</td>" in html and html.count("<table>") == 8
+    assert "<table>" in html and "<td>65.0 ± 7.1</td>" in html and html.count("<table>") == 10  # + 2 regime tables
     assert (out / "results.csv").read_text().count("\n") == 1 + 8 * 7
 
 
@@ -160,8 +184,8 @@ def test_report_lists_incomplete_runs_and_undefined_pgr(report):
     assert "incomplete: 1 runs skipped" in md and "toy-a-full-s2-" in md
     heading = "## strong = limited, weak = w, dataset = toy, protocol = in_domain"
     row = _row(md, heading, "PGR = ", "cpl")
-    assert "(1/2 defined)" in row  # domain b, seed 1: ceiling <= weak
-    assert "0.00 ± 0.00 (1/2" not in row
+    assert row.split("|")[4].strip().startswith("undef. (gap -10.0")  # domain b: ceiling <= weak
+    assert "ceiling≤weak" in md.split(heading, 1)[1].split("PGR = ")[0]  # flagged in the regime table
 
 
 def test_report_writes_every_plot_and_skips_with_a_note(report):

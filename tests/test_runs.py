@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from w2sclip import experiment
+import w2sclip.run as run_mod
+from w2sclip.run import steps
 from w2sclip.config import SweepConfig, make_run_config
-from w2sclip.runs import is_done, load_records, run, run_folder
+from w2sclip.run import RunFolder, run, run_folder
 from w2sclip.sweep import run_sweep
 
 FAST = {"dataset": "builtin", "builtin_size": "quick", "strong": "full",
@@ -37,8 +38,8 @@ def test_run_folder_contents(done_run):
         assert (folder / name).exists(), name
     conf = json.loads((folder / "config.json").read_text())
     assert conf["digest"] == cfg.digest() and conf["semantic"]["domain"] == "clipart"
-    recs = load_records(folder)
-    assert {r["method"] for r in recs} == {"weak", "zero_shot", "cpl", "kd_lp", "ceiling", "ceiling_lp"}
+    recs = RunFolder(folder).records()
+    assert {r["method"] for r in recs} == {"weak", "zero_shot", "cpl", "kd_lp", "ceiling_cpl", "ceiling_kd_lp"}
     assert all(r["protocol"] == "in_domain" and r["seed"] == 0 for r in recs)
     preds, labels = np.load(folder / "predictions.npz"), np.load(folder / "labels.npz")
     cpl = next(r for r in recs if r["method"] == "cpl")
@@ -79,20 +80,20 @@ def test_export_predicts_like_the_evaluation(done_run, tmp_path):
 def test_sweep_resumes_after_a_failure(cache, tmp_path, monkeypatch):
     sweep = SweepConfig(name="t", base={**FAST, "cache_dir": str(cache), "methods": ["zero_shot", "cpl"]},
                         grid={"domain": ["clipart", "sketch"]})
-    real = experiment.fit_and_evaluate
+    real = run_mod.fit_and_evaluate
 
-    def flaky(cfg, *a, **kw):
-        if cfg.domain == "sketch":
+    def flaky(x, **kw):
+        if kw["ids"]["domain"] == "sketch":
             raise RuntimeError("simulated crash")
-        return real(cfg, *a, **kw)
+        return real(x, **kw)
 
-    monkeypatch.setattr(experiment, "fit_and_evaluate", flaky)
+    monkeypatch.setattr(run_mod, "fit_and_evaluate", flaky)
     res = run_sweep(sweep, tmp_path, progress=False)
     assert res["ran"] == 1 and len(res["failed"]) == 1 and "simulated crash" in res["failed"][0]["error"]
     sketch = run_folder(sweep.runs()[1], tmp_path)
-    assert sketch.exists() and not is_done(sketch)
+    assert sketch.path.exists() and not RunFolder(sketch).is_done
     assert "run_failed" in (sketch / "log.jsonl").read_text()
-    monkeypatch.setattr(experiment, "fit_and_evaluate", real)
+    monkeypatch.setattr(run_mod, "fit_and_evaluate", real)
     done_before = (run_folder(sweep.runs()[0], tmp_path) / "done").stat().st_mtime_ns
     res = run_sweep(sweep, tmp_path, progress=False)
     assert (res["skipped"], res["ran"], res["failed"]) == (1, 1, [])
@@ -108,8 +109,8 @@ def test_sweep_with_two_workers_matches_sequential(cache, tmp_path):
     res = run_sweep(sweep, tmp_path / "par", workers=2, progress=False)
     assert res["ran"] == 2 and not res["failed"]
     for cfg in sweep.runs():
-        a = load_records(run_folder(cfg, tmp_path / "seq"))
-        b = load_records(run_folder(cfg, tmp_path / "par"))
+        a = RunFolder(run_folder(cfg, tmp_path / "seq")).records()
+        b = RunFolder(run_folder(cfg, tmp_path / "par")).records()
         assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
 
 
@@ -124,4 +125,4 @@ def test_sweep_on_local_ray(cache, tmp_path):
     finally:
         ray.shutdown()
     assert res["ran"] == 2 and not res["failed"], res
-    assert all(is_done(run_folder(c, tmp_path)) for c in sweep.runs())
+    assert all(RunFolder(run_folder(c, tmp_path)).is_done for c in sweep.runs())

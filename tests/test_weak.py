@@ -142,28 +142,6 @@ def test_timm_pretrained_from_fake_hub_cache_and_from_a_file(data, empty_offline
     assert own.identity()["pretrained_file"] and own.data_config_["input_size"] == (3, 32, 32)
 
 
-# the demo recipe --------------------------------------------------------------------------------
-
-def test_lowres_equals_the_demo_functions(data):
-    from w2sclip.data.splits import subsample_per_class
-    from w2sclip.models.weak.timm_weak import (
-        WeakConfig,
-        decode_images,
-        predict_logits,
-        train_weak,
-    )
-
-    train, test = data
-    cfg = WeakConfig(labels_per_class=4, epochs=2)
-    weak = get_weak("lowres:resnet10t", labels_per_class=4, epochs=2).fit(train, seed=3)
-    labels = np.asarray(train.labels)
-    idx = subsample_per_class(labels, 4, 3)
-    model = train_weak(decode_images(replace(train, samples=[train.samples[i] for i in idx]), 64),
-                       labels[idx], 3, cfg, 3)
-    np.testing.assert_array_equal(weak.predict_logits(test), predict_logits(model, decode_images(test, 64), 32))
-    assert weak.identity()["arch"] == "resnet10t" and weak.identity()["labels_per_class"] == 4
-
-
 # transformers CvT -----------------------------------------------------------------------------
 
 def _tiny_cvt(folder):

@@ -2,20 +2,72 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+
+ONE_LINE_ERRORS = "w2sclip.one_line_errors"
+"""Key of the context object with which the console entry point asks for one-line errors."""
+
+
+class _Commands(TyperGroup):
+    """The command group. Run from the console (:func:`run`), any user mistake raised by a
+    command (bad config, path, file, missing package, full or read-only disk; see
+    :func:`user_error`) prints one ``error: ...`` line that names the file or key and the fix,
+    and exits with status 2; anything else is a bug and keeps its traceback. ``--debug`` (or
+    W2SCLIP_DEBUG=1) shows the traceback of every error; in-process callers (``CliRunner``)
+    get the exception itself."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:  # noqa: BLE001 - user mistakes become one line; bugs are re-raised
+            console = isinstance(ctx.obj, dict) and ctx.obj.get(ONE_LINE_ERRORS)
+            msg = None if not console or ctx.meta.get("w2sclip.debug") or _debug() else user_error(e)
+            if msg is None:
+                raise
+            typer.echo(f"error: {msg}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False,
                   help="Weak-to-strong generalization with CLIP: CPL and baselines.")
 
 
 @app.callback()
-def main() -> None:
+def main(ctx: typer.Context,
+         debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error "
+                                                         "(also W2SCLIP_DEBUG=1).")) -> None:
     """Weak-to-strong generalization with CLIP: CPL and baselines."""
+    ctx.meta["w2sclip.debug"] = debug
+
+
+def _writable(folder: Path, flag: str) -> None:
+    """Fail now, not after the work, when the output folder ``folder`` cannot be written."""
+    from w2sclip.fileio import check_writable
+
+    check_writable(folder, flag, f"pass another {flag}")
+
+
+def _writable_file(path: Path, flag: str, create_folder: bool = False) -> None:
+    """An output file's folder must be writable (and exist, unless the command creates it), and
+    the path must not be a folder."""
+    from w2sclip.fileio import NotWritableError, check_writable
+
+    if path.is_dir():
+        raise NotWritableError(errno.EISDIR, f"{flag} {path} is a folder; pass a file name (e.g. "
+                                             f"{flag} {path / 'NAME'})")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() and not create_folder:
+        raise NotWritableError(errno.ENOENT, f"{flag} {path}: the folder {parent} does not exist; create "
+                                             f"it first (mkdir -p {parent}) or pass another {flag}")
+    check_writable(parent, f"{flag} {path}: its folder", f"pass another {flag}")
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate, inspect.")
@@ -43,7 +95,8 @@ def pretrain(
     """Pretrain the built-in CLIP contrastively on a generated captioned corpus."""
     from w2sclip.models.strong.pretrain import PretrainConfig, pretrain as run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    _setup_logging(False)
+    _writable_file(out, "--out", create_folder=True)
     kw = dict(arch=arch, steps=steps, batch_size=batch_size, lr=lr, corpus_size=corpus_size,
               seed=seed, init=init)
     if domains:
@@ -54,67 +107,75 @@ def pretrain(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("w2sclip-out"), help="Output folder for results and report."),
-    quick: bool = typer.Option(False, "--quick", help="Small data, 1 seed: about a minute."),
-    seeds: Optional[int] = typer.Option(None, help="Number of seeds (default 3, or 1 with --quick)."),
-    strong: str = typer.Option("full,limited", help="Comma-separated strong models."),
-    domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all six)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Data and array cache (default $W2SCLIP_CACHE "
-                                                        "or ~/.cache/w2sclip)."),
-    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: every "
-                                                     "method of the demo; see `w2sclip list methods`)."),
+    out: Path = typer.Option(Path("w2sclip-out"), help="Output folder: report and runs/ (one folder per run)."),
+    quick: bool = typer.Option(False, "--quick", help="The preset's quick size and one seed (about a minute)."),
+    set_: list[str] = typer.Option([], "--set", help="Override the builtin preset: key=value, repeatable."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache (default $W2SCLIP_CACHE or ~/.cache/w2sclip)."),
+    workers: int = typer.Option(1, help="Local worker processes."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """Run the whole weak-to-strong study on the built-in benchmark, offline."""
-    from w2sclip.data.builtin_render import DOMAINS
-    from w2sclip.demo import DEMO_METHODS, run_demo
-    from w2sclip.methods import METHODS
+    """The whole weak-to-strong study on the built-in benchmark, offline: the `builtin` preset
+    through `w2sclip sweep` and `w2sclip report` (same run folders, same caches)."""
+    from w2sclip.demo import run_demo
 
-    chosen = _domains(methods) or DEMO_METHODS
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        raise typer.BadParameter(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
+    _setup_logging(True, offline=True)
+    _writable(out, "--out")
+    overrides = [*set_, *([f"cache_dir={cache_dir}"] if cache_dir else [])]
+    res = run_demo(out, quick=quick, overrides=tuple(overrides), workers=workers, progress=not quiet)
+    typer.echo(_terminal_tables(res["report"]))
+    typer.echo("time per stage (s, summed over runs): " + ", ".join(f"{k} {v}" for k, v in res["timings"].items()))
+    typer.echo(f"wrote {res['report']}, report.html, results.csv, results.json, plots/ and runs/ in {out}")
+    for f in res["failed"]:
+        typer.echo(f"  failed {f['run']}: {f['error']}", err=True)
+    if res["failed"]:
+        raise typer.Exit(1)
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(level=logging.WARNING)
-    res = run_demo(out, quick=quick, seeds=seeds, strong=_domains(strong) or ("full", "limited"),
-                   domains=_domains(domains) or DOMAINS, methods=chosen, cache_dir=cache_dir,
-                   progress=not quiet)
-    typer.echo(res["report"])
-    typer.echo("time per stage (s): " + ", ".join(f"{k} {v}" for k, v in res["timings"].items()))
-    typer.echo(f"wrote {res['out']}/results.csv, results.json, report.md")
+
+def _terminal_tables(report_md: Path) -> str:
+    """The report's markdown without its figures (what fits a terminal)."""
+    lines = report_md.read_text().splitlines()
+    keep, skip = [], False
+    for line in lines:
+        if line.startswith("### Figures") or line.startswith("## Strong models side by side"):
+            skip = True
+        elif line.startswith("## "):
+            skip = False
+        if not skip and not line.startswith("!["):
+            keep.append(line)
+    return "\n".join(keep)
 
 
 @app.command("selection-study")
 def selection_study_cmd(
+    config: str = typer.Argument("builtin", help="YAML file or preset name (`w2sclip list presets`)."),
+    set_: list[str] = typer.Option([], "--set", help="Override: key=value or grid.key=[...], repeatable."),
     out: Path = typer.Option(Path("w2sclip-selection"), help="Output folder."),
-    quick: bool = typer.Option(False, "--quick", help="Small data, 1 seed."),
-    seeds: Optional[int] = typer.Option(None, help="Number of seeds (default 3, or 1 with --quick)."),
     methods: str = typer.Option("cpl,kd_lp,logconf", help="Comma-separated methods."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Data and array cache (as for demo)."),
+    offline: bool = typer.Option(False, "--offline", help="Never touch the network (HF_HUB_OFFLINE=1)."),
 ) -> None:
-    """Compare model-selection rules (weak-label loss, agreement, entropy, ...) with a test oracle."""
+    """Compare model-selection rules (weak-label loss, agreement, entropy, the pipeline's own rule)
+    with an oracle picked on half of D_test, on the runs of any preset (docs/protocol.md)."""
     import csv
 
-    from w2sclip.data.builtin_render import DOMAINS
-    from w2sclip.demo import default_cache_dir, iter_builtin_runs
-    from w2sclip.pipeline import Timer
+    from w2sclip.config import load_sweep
+    from w2sclip.run import prepare
     from w2sclip.selection import selection_study, selection_table
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    n = seeds if seeds is not None else (1 if quick else 3)
-    runs = iter_builtin_runs(quick, n, ("full", "limited"), DOMAINS, cache_dir or default_cache_dir(),
-                             Timer(), progress=False)
-    records = selection_study(runs, _domains(methods))
+    _setup_logging(True, offline=offline)
+    sweep = load_sweep(config, set_)
+    _writable(out, "--out")
+    records = selection_study(((c, prepare(c)) for c in sweep.runs()), _domains(methods))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "selection.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(records[0]))
         w.writeheader()
         w.writerows(records)
     table = selection_table(records)
-    (out / "selection.md").write_text("# Model selection under weak supervision\n\n"
-                                      "Mean D_test accuracy (%) of each rule's pick, over domains "
-                                      "and seeds (± std over seeds).\n\n" + table + "\n")
+    (out / "selection.md").write_text(
+        f"# Model selection under weak supervision ({sweep.name})\n\n"
+        "Mean accuracy (%) on half B of D_test of each rule's pick, over domains and seeds "
+        "(± std over seeds); the oracle picks on half A. Bold: the best rule without test labels.\n\n"
+        + table + "\n")
     typer.echo(table)
 
 
@@ -142,29 +203,30 @@ def _setup_logging(quiet: bool, log_json: Optional[Path] = None, offline: bool =
 
 
 def _resolve_config(config: str) -> Path:
-    """A YAML path, or a preset name from configs/ (``builtin`` -> configs/builtin.yaml)."""
-    from w2sclip.config import preset_dir
+    """A YAML path, or a packaged preset name (``builtin``; see `w2sclip list presets`)."""
+    from w2sclip.config import resolve_preset
 
-    p = Path(config)
-    if not p.exists() and (preset_dir() / f"{config}.yaml").exists():
-        return preset_dir() / f"{config}.yaml"
-    return p
+    return resolve_preset(config)
 
 
 @app.command("run")
 def run_cmd(
-    config: str = typer.Argument(..., help="YAML preset (path or name in configs/) or '-' for defaults."),
+    config: str = typer.Argument(..., help="YAML file, preset name (`w2sclip list presets`) or '-' for defaults."),
     set_: list[str] = typer.Option([], "--set", help="Override: key=value (YAML value), repeatable."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder holding one sub-folder per run."),
     force: bool = typer.Option(False, help="Recompute even when the run is done."),
     offline: bool = typer.Option(False, "--offline", help="Never touch the network (HF_HUB_OFFLINE=1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars, warnings only."),
     log_json: Optional[Path] = typer.Option(None, help="Also write log records as JSON lines here."),
+    dry_run: bool = typer.Option(False, help="Check the config and print the run folder, run nothing."),
 ) -> None:
     """Execute ONE run: the preset's base values plus --set (grid values are not crossed)."""
     from w2sclip.config import check_runs, load_sweep, make_run_config, parse_overrides
-    from w2sclip.runs import load_records, run
+    from w2sclip.report import markdown_report
+    from w2sclip.run import run, run_folder
 
+    if log_json is not None:
+        _writable_file(log_json, "--log-json")
     _setup_logging(quiet, log_json, offline)
     if config == "-":
         cfg = make_run_config(parse_overrides(set_))
@@ -175,16 +237,19 @@ def run_cmd(
         cfg = make_run_config({**sweep.base, **first})
     if quiet:
         cfg = cfg.model_copy(update={"progress": False})
+    if dry_run:
+        folder = run_folder(cfg, runs_dir)
+        typer.echo(f"{'done' if folder.is_done and not force else 'todo'}  {folder.name}")
+        return
+    _writable(runs_dir, "--runs-dir")
     folder = run(cfg, runs_dir, force=force)
-    from w2sclip.report import markdown_report
-
-    typer.echo(markdown_report(load_records(folder), f"{cfg.slug()}"))
-    typer.echo(f"run folder: {folder}")
+    typer.echo(markdown_report(folder.records(), f"{cfg.slug()}"))
+    typer.echo(f"run folder: {folder.path}")
 
 
 @app.command("sweep")
 def sweep_cmd(
-    config: str = typer.Argument(..., help="YAML preset (path or name in configs/)."),
+    config: str = typer.Argument(..., help="YAML file or preset name (`w2sclip list presets`)."),
     set_: list[str] = typer.Option([], "--set", help="Override: key=value or grid.key=[...], repeatable."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder holding one sub-folder per run."),
     workers: int = typer.Option(1, help="Local worker processes."),
@@ -196,9 +261,11 @@ def sweep_cmd(
 ) -> None:
     """Execute every run of a preset's grid; finished runs are skipped, failures don't stop it."""
     from w2sclip.config import load_sweep
-    from w2sclip.runs import run_folder
+    from w2sclip.run import run_folder
     from w2sclip.sweep import plan, run_sweep
 
+    if log_json is not None:
+        _writable_file(log_json, "--log-json")
     _setup_logging(quiet, log_json, offline)
     sweep = load_sweep(_resolve_config(config), set_)
     if dry_run:
@@ -209,6 +276,7 @@ def sweep_cmd(
             typer.echo(f"{'todo' if name in todo_names else 'done'}  {name}")
         typer.echo(f"{len(cfgs)} runs, {len(cfgs) - len(todo)} done, {len(todo)} to do")
         return
+    _writable(runs_dir, "--runs-dir")
     res = run_sweep(sweep, runs_dir, workers=workers, ray_address=ray, progress=not quiet)
     typer.echo(f"sweep {sweep.name}: {res['total']} runs, {res['skipped']} already done, "
                f"{res['ran']} ran, {len(res['failed'])} failed")
@@ -228,6 +296,7 @@ def export_cmd(
     """Export a fitted head (prototypes + logit scale + class names + strong model reference)."""
     from w2sclip.export import export_classifier
 
+    _writable(out, "--out")
     path = export_classifier(run_dir, out, method)
     typer.echo(f"wrote {path}/classifier.safetensors and classifier.json")
 
@@ -246,9 +315,12 @@ def predict_cmd(
 
     from w2sclip.export import TextFreeClassifier, image_files, predict_files
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _setup_logging(True, offline=True)
+    if out is not None:
+        _writable_file(out, "--out")
+    files = image_files(images)
     clf = TextFreeClassifier.load(classifier, device=device)
-    rows, bad = predict_files(clf, image_files(images), top_k=top_k)
+    rows, bad = predict_files(clf, files, top_k=top_k)
     f = open(out, "w", newline="") if out else sys.stdout
     try:
         w = csv.writer(f)
@@ -278,7 +350,8 @@ def report_cmd(
     """Tables (accuracy, PGR, agreement, calibration) and plots from finished run folders, offline."""
     from w2sclip.report import build_report
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    _setup_logging(True)
+    _writable(out, "--out")
     path = build_report(runs_dir, out, confusion_domain=confusion_domain, confusion_method=confusion_method,
                         projection=projection, title=title)
     n = len(list((path.parent / "plots").glob("*.png")))
@@ -308,12 +381,11 @@ def extract_cmd(
 ) -> None:
     """Encode a dataset's images once into the sharded, resumable feature cache (docs/cache.md)."""
     from w2sclip.data import get_dataset
-    from w2sclip.demo import default_cache_dir
     from w2sclip.features.extract import default_device, extract, parse_shard
+    from w2sclip.fileio import default_cache_dir
     from w2sclip.models.strong.openclip import load_strong
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("w2sclip").setLevel(logging.WARNING if quiet else logging.INFO)
+    _setup_logging(quiet)
     part = parse_shard(shard) if shard else None
     ds = get_dataset(dataset, root=root, domain=domain, split=split)
     model = load_strong(strong, device=device or default_device(), precision=precision)
@@ -354,7 +426,7 @@ def data_download_cmd(
     """Download, verify and unpack a dataset with public URLs (DomainNet); rerun to resume."""
     from w2sclip.data.download import DownloadError, download_dataset
 
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    _setup_logging(quiet)
     try:
         files = download_dataset(name, root, _domains(domains), mirror=mirror, verify=verify,
                                  keep_archives=keep_archives, progress=not quiet)
@@ -420,16 +492,58 @@ def list_datasets() -> None:
         typer.echo(f"{name:12s} {spec.description}  [{spec.source}]")
 
 
-def run() -> None:
-    """Console entry point: user errors (and a full disk) print one clear line, no traceback, exit 2."""
-    from w2sclip.features.fileio import DiskFullError
+@list_app.command("presets")
+def list_presets_cmd() -> None:
+    """Packaged presets (names for `w2sclip run` / `w2sclip sweep`) with their description."""
+    from w2sclip.config import list_presets
 
-    try:
-        app(standalone_mode=True)
-    except (KeyError, ValueError, FileNotFoundError, DiskFullError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        typer.echo(f"error: {msg}", err=True)
-        raise SystemExit(2) from None
+    for name, description in list_presets().items():
+        typer.echo(f"{name:14s} {description}")
+
+
+def _debug() -> bool:
+    return os.environ.get("W2SCLIP_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+_OS_FIXES = {errno.ENOENT: "no such file or folder; check the path",
+             errno.EACCES: "permission denied; make it readable/writable or choose another location",
+             errno.EPERM: "operation not permitted; check its permissions or choose another location",
+             errno.EROFS: "read-only file system; choose a writable location",
+             errno.ENOTDIR: "a part of this path is a file, not a folder; check the path",
+             errno.EISDIR: "this is a folder, a file is needed here; check the path",
+             errno.EEXIST: "a file already exists where a folder is needed; check the path"}
+
+
+_PIP_NAMES = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml", "cv2": "opencv-python"}
+"""pip names of modules whose import name differs."""
+
+
+def user_error(e: BaseException) -> Optional[str]:
+    """The one-line message of a user mistake (bad config, path, file, missing package, full or
+    read-only disk), or None for anything else: a bug, which keeps its traceback."""
+    if isinstance(e, KeyError):
+        msg = str(e.args[0]) if e.args else "KeyError"
+    elif isinstance(e, ImportError):
+        if (e.name or "").partition(".")[0] == "w2sclip":
+            return None  # our own import broke: a bug
+        package = _PIP_NAMES.get((e.name or "").partition(".")[0], (e.name or "PACKAGE").partition(".")[0])
+        how = f"pip install {package}" if isinstance(e, ModuleNotFoundError) else f"pip install -U {package}"
+        msg = str(e) if "pip install" in str(e) else f"{e}; install it: {how}"
+    elif isinstance(e, OSError) and e.filename is not None and str(e).startswith("[Errno"):
+        msg = f"{e.filename}: {_OS_FIXES.get(e.errno, e.strerror)}"  # a raw OS error: name the path
+    elif isinstance(e, (ValueError, OSError)):  # our errors (FileNotFoundError, DiskFullError, ...) name the fix
+        msg = str(e) or type(e).__name__
+    elif isinstance(e, EOFError):
+        msg = (f"a file ended early: it is empty or truncated ({e or 'EOFError'}); rerun with --debug to "
+               f"see which file, then delete or rewrite it")
+    else:
+        return None
+    return " ".join(msg.split())
+
+
+def run() -> None:
+    """Console entry point (user mistakes: one ``error:`` line and status 2, see :class:`_Commands`)."""
+    app(obj={ONE_LINE_ERRORS: True})
 
 
 if __name__ == "__main__":

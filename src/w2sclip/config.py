@@ -21,6 +21,12 @@ EXECUTION_FIELDS = ("device", "num_workers", "batch_size", "progress", "cache_di
 WEAK_EXECUTION_OPTIONS = ("device", "num_workers", "offline", "cache_dir")
 
 
+def _registered_methods() -> tuple[str, ...]:
+    from w2sclip.methods import METHODS
+
+    return tuple(METHODS)
+
+
 class RunConfig(BaseModel):
     """One weak-to-strong run (PROTOCOL.md): everything that defines its numbers, and how to execute it."""
 
@@ -28,17 +34,20 @@ class RunConfig(BaseModel):
 
     dataset: str = Field("builtin", description="dataset name (`w2sclip list datasets`)")
     root: Optional[str] = Field(None, description="dataset folder; for builtin: generated into the cache when unset")
+    dataset_options: dict[str, Any] = Field(default_factory=dict,
+                                            description="options of the dataset family (docs/datasets.md)")
     builtin_size: Literal["quick", "default"] = Field("default", description="size of the generated built-in benchmark")
     domain: str = Field(..., description="target domain (D_hold / D_test)")
     source_domain: Optional[str] = Field(None, description="cross-domain protocol: the weak model's training domain")
     strong: str = Field("full", description="strong CLIP spec: full | limited | ARCH:TAG | ARCH:/path | hf-hub:ID")
     weak: str = Field("lowres:resnet10t", description="weak spec: lowres:ARCH | timm:NAME | cvt:ID | hf:ID | clip:SPEC | file:PATH")
     weak_options: dict[str, Any] = Field(default_factory=dict, description="options of the weak supervisor")
-    methods: tuple[str, ...] = Field(("zero_shot", "kd_lp", "cpl", "cpl_hard", "cpl_poe", "logconf",
-                                      "adaptconf", "tip_adapter_f", "clip_adapter", "coop"))
+    methods: tuple[str, ...] = Field(default_factory=lambda: _registered_methods(),
+                                     description="methods to fit (default: every registered method)")
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                      description="per-method hyper-parameter overrides")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32,
+                      description="seed of the weak model, the splits and the fits (0 <= seed < 2**32)")
     hold_fraction: float = Field(0.5, gt=0, lt=1, description="share of the official test split that becomes D_hold")
     fit_fraction: float = Field(0.8, gt=0, lt=1, description="share of D_hold used for fitting (rest: hold_val)")
     feature_dtype: Literal["float32", "float16"] = "float32"
@@ -69,6 +78,7 @@ class RunConfig(BaseModel):
         import difflib
 
         from w2sclip.methods import METHODS
+        from w2sclip.methods import check_params
 
         for name, params in v.items():
             valid = METHODS[name].defaults if name in METHODS else None
@@ -78,11 +88,14 @@ class RunConfig(BaseModel):
                 what = "unknown method" if valid is None else f"unknown hyper-parameter(s) of {name!r}"
                 raise ValueError(f"{what} {bad}{f' (did you mean {close[0]!r}?)' if close else ''}; valid: "
                                  f"{', '.join(METHODS if valid is None else sorted(valid))}")
+            check_params(name, params, "method_params")  # type and range, before any work
         return v
 
     @model_validator(mode="after")
     def _source_domain(self) -> "RunConfig":
-        if self.source_domain is not None and (self.weak.startswith("clip:") or self.weak.startswith("file:")):
+        from w2sclip.models.weak import get_weak_class
+
+        if self.source_domain is not None and not get_weak_class(self.weak).needs_training:
             raise ValueError(f"source_domain is set but the weak model {self.weak!r} is not trained on "
                              f"any domain; drop source_domain (or use a trained weak kind)")
         if self.source_domain == self.domain:
@@ -92,10 +105,11 @@ class RunConfig(BaseModel):
     @property
     def protocol(self) -> str:
         """in_domain | cross_domain | weak_clip | byo, derived from the weak spec and source domain."""
-        if self.weak.startswith("clip:"):
-            return "weak_clip"
-        if self.weak.startswith("file:"):
-            return "byo"
+        from w2sclip.models.weak import get_weak_class
+
+        kind = get_weak_class(self.weak)
+        if not kind.needs_training:
+            return kind.protocol
         if self.source_domain and self.source_domain != self.domain:
             return "cross_domain"
         return "in_domain"
@@ -172,9 +186,18 @@ def _explain(e: ValidationError, model: type[BaseModel]) -> str:
             close = difflib.get_close_matches(str(err["loc"][0]), list(model.model_fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             lines.append(f"unknown config key {loc!r}{hint}; valid keys: {', '.join(model.model_fields)}")
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])  # our own validators' messages name the key already
+            lines.append(msg if not loc or msg.startswith(loc) else f"config key {loc!r}: {msg}")
         else:
-            lines.append(f"config key {loc!r}: {err['msg']}")
+            got = err.get("input")
+            shown = f", got {got!r}" if err["type"] != "missing" and isinstance(got, (int, float, str)) else ""
+            lines.append(f"config key {loc!r}: {err['msg']}{shown}" + _FIXES.get(loc, ""))
     return "; ".join(lines)
+
+
+_FIXES = {"seed": "; a seed is an integer with 0 <= seed < 2**32 (4294967296)"}
+"""The fix appended to a field's type or range error."""
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -190,26 +213,39 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {pair!r}: {p!r} is set to a value and used as a mapping; set "
+                                 f"either {p}=VALUE or {p}.KEY=VALUE")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            problem = " ".join(str(getattr(e, "problem", None) or e).split())
+            raise ValueError(f"--set {pair!r}: the value is not valid YAML ({problem}); close brackets and "
+                             f"quotes, e.g. --set 'methods=[cpl, kd_lp]', or quote a plain string: "
+                             f"--set '{key.strip()}=\"...\"'") from None
     return out
 
 
 def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> SweepConfig:
-    """Read a YAML preset (``base`` + ``grid``) and apply ``--set`` overrides.
+    """Read a YAML preset (``base`` + ``grid``; a path or a packaged preset name, see
+    :func:`resolve_preset`) and apply ``--set`` overrides.
 
     An override ``key=value`` sets ``base.key`` (and removes ``key`` from the grid, so a single
     value can be forced); ``grid.key=[...]`` replaces a grid axis.
     """
     import yaml
 
-    path = Path(path)
-    if not path.exists():
-        presets = sorted(p.name for p in preset_dir().glob("*.yaml")) if preset_dir().exists() else []
-        raise FileNotFoundError(f"config {path} not found; presets in configs/: {', '.join(presets) or 'none'}")
+    path = resolve_preset(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the preset as "
+                         f"UTF-8") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    except OSError as e:
+        raise FileNotFoundError(f"config {path} cannot be read ({e.strerror}); pass a readable YAML "
+                                f"file or a preset name (`w2sclip list presets`)") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping with keys name, description, base, grid")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
@@ -248,17 +284,30 @@ def check_runs(runs: list[RunConfig]) -> None:
     from w2sclip.data import get_spec
     from w2sclip.models.strong.spec import parse_spec
 
+    from w2sclip.fileio import default_cache_dir, folder_problem
+
     seen: set = set()
     for cfg in runs:
         check_weak_options(cfg)
-        for item in (("strong", cfg.strong), ("dataset", cfg.dataset, cfg.domain, cfg.source_domain)):
+        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        if ("cache", cache) not in seen:
+            seen.add(("cache", cache))
+            problem = folder_problem(cache)
+            if problem and "is a file" in problem:
+                where = "cache_dir" if cfg.cache_dir else "the cache folder (W2SCLIP_CACHE)"
+                raise ValueError(f"{where} {cache} cannot be used: {problem}; point cache_dir (or "
+                                 f"--cache-dir / W2SCLIP_CACHE) to a folder")
+        for item in (("strong", cfg.strong),
+                     ("dataset", cfg.dataset, cfg.domain, cfg.source_domain, json.dumps(cfg.dataset_options, sort_keys=True))):
             if item in seen:
                 continue
             seen.add(item)
             if item[0] == "strong":
                 parse_spec(cfg.strong)
                 continue
-            domains = get_spec(cfg.dataset).domains
+            spec = get_spec(cfg.dataset)
+            spec.resolve_options(dict(cfg.dataset_options))
+            domains = spec.domains
             for d in (cfg.domain, cfg.source_domain):
                 if d is not None and domains and d not in domains:
                     raise KeyError(f"unknown domain {d!r} for {cfg.dataset}; valid: {', '.join(domains)}")
@@ -287,5 +336,41 @@ def _explain_unknown(keys: list[str]) -> str:
 
 
 def preset_dir() -> Path:
-    """The repository's ``configs/`` folder (presets)."""
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The packaged presets folder (``w2sclip/presets``; a checkout's ``configs/`` links to it)."""
+    from importlib.resources import files
+
+    return Path(str(files("w2sclip") / "presets"))
+
+
+def list_presets() -> dict[str, str]:
+    """Packaged preset names (file stems, sorted) -> their one-line ``description``."""
+    import yaml
+
+    out = {}
+    for path in sorted(preset_dir().glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text()) or {}
+        out[path.stem] = str(raw.get("description", "")) if isinstance(raw, dict) else ""
+    return out
+
+
+def resolve_preset(config: str | Path) -> Path:
+    """An existing YAML path, else a packaged preset name (``builtin`` or ``builtin.yaml``).
+
+    ``configs/<name>.yaml`` (the spelling of a checkout) also finds the packaged preset when no
+    such local file exists, so documented commands work from an installed package.
+    """
+    path = Path(config).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        inside = ", ".join(p.name for p in sorted(path.glob("*.yaml"))[:5])
+        raise FileNotFoundError(f"config {str(config)!r} is a folder, not a YAML file; pass a preset file"
+                                + (f" (in it: {inside})" if inside else "") + " or a preset name "
+                                "(`w2sclip list presets`)")
+    name = path.name.removesuffix(".yaml")
+    packaged = preset_dir() / f"{name}.yaml"
+    if packaged.is_file() and path.parent in (Path("."), Path("configs")):
+        return packaged
+    names = ", ".join(p.stem for p in sorted(preset_dir().glob("*.yaml"))) or "none"
+    raise FileNotFoundError(f"config {str(config)!r} is neither a YAML file nor a packaged preset; "
+                            f"presets: {names} (`w2sclip list presets`)")

@@ -1,108 +1,58 @@
-"""``w2sclip demo``: the whole weak-to-strong study on the built-in benchmark, offline."""
+"""``w2sclip demo``: the built-in preset through the ordinary sweep and report code.
+
+``w2sclip demo --out A`` is ``w2sclip sweep builtin --runs-dir A/runs`` followed by
+``w2sclip report A/runs --out A``; ``--quick`` adds ``--set builtin_size=quick --set
+grid.seed=[0]``. The demo's runs are ordinary run folders in the ordinary cache, so a sweep
+of the same preset afterwards (or before) recomputes nothing.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from dataclasses import asdict, replace
+from collections import defaultdict
 from pathlib import Path
-from typing import Iterator
 
-from w2sclip.data.builtin import make_builtin
-from w2sclip.data.builtin_render import DOMAINS
-from w2sclip.data.manifest import load_manifest
-from w2sclip.features.cache import ArrayCache
-from w2sclip.pipeline import Task, Timer, dataset_key, run_seed, weak_logits
-from w2sclip.report import markdown_report, write_results
-from w2sclip.models.weak.timm_weak import WeakConfig
-
-log = logging.getLogger(__name__)
-
-DEMO_METHODS = ("zero_shot", "kd_lp", "cpl", "cpl_hard", "cpl_poe", "logconf", "adaptconf",
-                "tip_adapter_f", "clip_adapter", "coop")
-DEMO_WEAK = WeakConfig()
-QUICK_WEAK = replace(DEMO_WEAK, epochs=10)
+QUICK = ("builtin_size=quick", "grid.seed=[0]")
+"""What ``--quick`` adds to the preset (the preset's quick size, one seed)."""
+TITLE = "w2sclip demo: built-in benchmark"
 
 
-def weak_config(quick: bool) -> WeakConfig:
-    """The demo's weak-supervisor budget (fewer epochs with ``--quick``)."""
-    return QUICK_WEAK if quick else DEMO_WEAK
+def demo_sweep(quick: bool = False, overrides: tuple[str, ...] = ()):
+    """The built-in preset with the ``--quick`` overrides (if any) and then ``overrides``."""
+    from w2sclip.config import load_sweep, resolve_preset
+
+    return load_sweep(resolve_preset("builtin"), [*(QUICK if quick else ()), *overrides])
 
 
-def default_cache_dir() -> Path:
-    """``$W2SCLIP_CACHE`` or ``~/.cache/w2sclip``: generated data and cached arrays."""
-    return Path(os.environ.get("W2SCLIP_CACHE", Path.home() / ".cache" / "w2sclip"))
+def stage_seconds(runs_dir: Path, names: list[str]) -> dict[str, float]:
+    """Seconds per stage summed over the named run folders (from their ``done`` files)."""
+    from w2sclip.run.folder import RunFolder
+
+    total: dict[str, float] = defaultdict(float)
+    for name in names:
+        done = RunFolder(runs_dir / name).read_json("done", {})
+        for k, v in (done.get("stages_s") or {}).items():
+            total[k] += v
+    return {k: round(v, 2) for k, v in total.items()}
 
 
-def iter_builtin_runs(quick: bool, n_seeds: int, strong: tuple[str, ...], domains: tuple[str, ...],
-                      cache_dir: Path, timer: Timer, progress: bool = True) -> Iterator[dict]:
-    """Prepare every (strong, domain, seed) of the built-in study through the caches.
+def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, overrides: tuple[str, ...] = (),
+             workers: int = 1, progress: bool = True) -> dict:
+    """Run the built-in study into ``out/runs`` and write the report into ``out``.
 
-    Yields dicts with ``task, strong, feats, text, logit_scale, weak, weak_name, seed``.
+    Returns ``{"sweep", "report" (path of report.md), "records", "timings", "failed"}``.
     """
-    from tqdm.auto import tqdm
+    from w2sclip.report import build_report, load_runs
+    from w2sclip.run import run_folder
+    from w2sclip.sweep import run_sweep
 
-    from w2sclip.experiment import text_weights_by_set
-    from w2sclip.features.extract import cached_features
-    from w2sclip.models.strong.openclip import load_strong
-
-    bad = [d for d in domains if d not in DOMAINS]
-    if bad:
-        raise KeyError(f"unknown domain(s) {bad}; valid: {', '.join(DOMAINS)}")
-    size = "quick" if quick else "default"
-    weak_cfg = weak_config(quick)
-    cache = ArrayCache(cache_dir / "arrays")
-    with timer.stage("generate"):
-        root = make_builtin(cache_dir / f"builtin-{size}", size=size, seed=0)
-    tasks = [Task("builtin", d, load_manifest(root, d, "train", "builtin"),
-                  load_manifest(root, d, "test", "builtin"), dataset_key(root, "builtin", d))
-             for d in domains]
-    weak = {}
-    for task in tqdm(tasks, desc="weak supervisors", disable=not progress):
-        for seed in range(n_seeds):
-            weak[(task.domain, seed)] = weak_logits(task, weak_cfg, seed, cache, timer)
-    for name in strong:
-        with timer.stage("pretrain-load"):
-            model = load_strong(name)
-        for task in tqdm(tasks, desc=f"strong={name}", disable=not progress):
-            with timer.stage("extraction"):
-                feats = cached_features(model, task.test, cache, task.key)
-                text = text_weights_by_set(model, task)
-            for seed in range(n_seeds):
-                yield {"task": task, "strong": name, "feats": feats, "text": text,
-                       "prompt_encoder": lambda m=model, t=task: m.prompt_encoder(t.classnames),
-                       "logit_scale": model.logit_scale, "weak": weak[(task.domain, seed)],
-                       "weak_name": weak_cfg.slug, "seed": seed}
-
-
-def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, seeds: int | None = None,
-             strong: tuple[str, ...] = ("full", "limited"), domains: tuple[str, ...] = DOMAINS,
-             methods: tuple[str, ...] = DEMO_METHODS, cache_dir: str | Path | None = None,
-             progress: bool = True) -> dict:
-    """Run the study and write results.csv, results.json and report.md into ``out``."""
-    import torch
-
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    out, cache_dir = Path(out), Path(cache_dir) if cache_dir else default_cache_dir()
-    n_seeds = seeds if seeds is not None else (1 if quick else 3)
-    weak_cfg = weak_config(quick)
-    timer, t0 = Timer(), time.perf_counter()
-    records = []
-    for r in iter_builtin_runs(quick, n_seeds, strong, domains, cache_dir, timer, progress):
-        records += run_seed(r["task"], r["strong"], r["feats"], r["text"], r["logit_scale"], r["weak"],
-                            r["weak_name"], r["seed"], methods, timer, r["prompt_encoder"])
-    with timer.stage("report"):
-        timings = {k: round(v, 2) for k, v in timer.seconds.items()}
-        timings["total"] = round(time.perf_counter() - t0, 2)
-        meta = {"command": "demo", "quick": quick, "seeds": n_seeds, "strong": list(strong),
-                "domains": list(domains), "methods": list(methods), "weak": asdict(weak_cfg),
-                "data": str(cache_dir), "selection": "val_loss on hold_val weak labels (ceilings: val_acc on ground truth)",
-                "timings_s": timings}
-        write_results(records, out, meta)
-        report = markdown_report(records, "w2sclip demo: built-in benchmark",
-                                 notes=f"Weak supervisor: {weak_cfg.slug}. Model selection: early "
-                                       f"stopping on the weak-label loss of hold_val (ceilings: "
-                                       f"accuracy on the ground truth of hold_val).")
-        (out / "report.md").write_text(report)
-    return {"records": records, "report": report, "timings": timings, "out": out}
+    out = Path(out)
+    t0 = time.perf_counter()
+    sweep = demo_sweep(quick, overrides)
+    runs_dir = out / "runs"
+    res = run_sweep(sweep, runs_dir, workers=workers, progress=progress)
+    names = [run_folder(c, runs_dir).name for c in sweep.runs()]
+    report = build_report(runs_dir, out, title=TITLE, only=names)
+    timings = {**stage_seconds(runs_dir, names), "total": round(time.perf_counter() - t0, 2)}
+    records, _ = load_runs(runs_dir, only=names)
+    return {"sweep": sweep, "report": report, "records": records, "timings": timings, "failed": res["failed"]}

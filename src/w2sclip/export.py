@@ -21,28 +21,25 @@ FORMAT_VERSION = 1
 
 def export_classifier(run_dir: str | Path, out: str | Path, method: str = "cpl") -> Path:
     """Copy the fitted head of ``method`` from a finished run folder into ``out`` with its metadata."""
-    from w2sclip.runs import is_done, load_records
+    from w2sclip.run.folder import RunFolder
 
-    run_dir, out = Path(run_dir), Path(out)
-    if not is_done(run_dir):
+    run, out = RunFolder(run_dir), Path(out)
+    if not run.is_done:
         raise FileNotFoundError(f"{run_dir} is not a finished run folder (no 'done' marker); pass a "
                                 f"folder made by `w2sclip run`/`w2sclip sweep`")
-    head = run_dir / "fitted" / f"{method}.safetensors"
+    head = run.head_file(method)
     if not head.exists():
-        have = sorted(p.stem for p in (run_dir / "fitted").glob("*.safetensors"))
-        raise ValueError(f"method {method!r} has no exportable head in {run_dir.name}; exportable "
-                         f"here: {', '.join(have) or 'none'} (heads on image features only)")
-    config = json.loads((run_dir / "config.json").read_text())
-    strong = json.loads((run_dir / "strong.json").read_text())
-    record = next((r for r in load_records(run_dir) if r["method"] == method), {})
+        raise ValueError(f"method {method!r} has no exportable head in {run.name}; exportable "
+                         f"here: {', '.join(run.heads()) or 'none'} (heads on image features only)")
+    config, strong = run.config(), run.strong()
+    record = next((r for r in run.records() if r["method"] == method), {})
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(head, out / "classifier.safetensors")
-    meta = {"format_version": FORMAT_VERSION, "method": method,
-            "classnames": json.loads((run_dir / "classnames.json").read_text()),
+    meta = {"format_version": FORMAT_VERSION, "method": method, "classnames": run.classnames(),
             "strong": strong["spec"], "strong_identity": strong["identity"],
             "preprocess": strong["identity"].get("preprocess"),
             "logits": "scale * normalize(image_features) @ weight.T + bias",
-            "source_run": run_dir.name, "config": config["semantic"],
+            "source_run": run.name, "config": config.get("semantic", {}),
             "test_accuracy": record.get("accuracy"), "hparams": record.get("hparams")}
     (out / "classifier.json").write_text(json.dumps(meta, indent=1))
     return out
@@ -65,28 +62,28 @@ class TextFreeClassifier:
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu", strong_spec: Optional[str] = None,
              check_identity: bool = True) -> "TextFreeClassifier":
-        """Read an export folder and load only the image tower of its strong model."""
-        from safetensors.numpy import load_file
-
+        """Read an export folder (checked, see :func:`read_export`) and load only the image tower
+        of its strong model; the classifier's D must equal the model's embedding size."""
         from w2sclip.models.strong.openclip import load_strong
 
         folder = Path(folder)
-        files = [folder / "classifier.json", folder / "classifier.safetensors"]
-        missing = [f.name for f in files if not f.exists()]
-        if missing:
-            raise FileNotFoundError(f"{folder} is not an exported classifier (missing {missing}); "
-                                    f"create one with `w2sclip export RUN --method cpl --out DIR`")
-        meta = json.loads(files[0].read_text())
-        t = load_file(str(files[1]))
+        meta, t = read_export(folder)
         strong = load_strong(strong_spec or meta["strong"], device=device)
         if check_identity:
             _check_identity(meta.get("strong_identity", {}), strong.identity())
+        dim = embedding_dim(strong.model)
+        if dim is not None and t["weight"].shape[1] != dim:
+            raise ValueError(f"{folder / 'classifier.safetensors'}: weight has D = {t['weight'].shape[1]} "
+                             f"but the strong model {strong.name!r} embeds images in {dim} dimensions; "
+                             f"{REEXPORT}, or pass the strong model it was trained on")
         drop_text_tower(strong.model)
         return cls(t["weight"], t["bias"], float(t["scale"][0]), meta["classnames"], strong, meta)
 
     def logits_from_features(self, features: np.ndarray) -> np.ndarray:
         """(N, D) image features -> (N, C) logits."""
         f = np.asarray(features, dtype=np.float32)
+        if f.ndim != 2 or f.shape[1] != self.weight.shape[1]:
+            raise ValueError(f"features have shape {f.shape} but the classifier expects (N, {self.weight.shape[1]})")
         f = f / np.linalg.norm(f, axis=1, keepdims=True).clip(1e-12)
         return self.scale * f @ self.weight.T + self.bias
 
@@ -118,6 +115,66 @@ class TextFreeClassifier:
     def predict(self, images: Iterable) -> np.ndarray:
         """Class indices (N,)."""
         return self.logits_from_features(self.features(images)).argmax(1)
+
+
+REEXPORT = "re-export it with `w2sclip export RUN_FOLDER --method METHOD --out DIR`"
+
+
+def read_export(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """``classifier.json`` and the arrays of ``classifier.safetensors`` of an export folder,
+    checked: finite ``weight`` (C, D), ``bias`` (C,), ``scale`` (1,) > 0, C class names."""
+    from safetensors.numpy import load_file
+
+    files = [folder / "classifier.json", folder / "classifier.safetensors"]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not an exported classifier (missing {missing}); "
+                                f"create one with `w2sclip export RUN --method cpl --out DIR`")
+    try:
+        meta = json.loads(files[0].read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{files[0]}: not valid JSON ({type(e).__name__}: {e}); {REEXPORT}") from None
+    names = meta.get("classnames") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names) \
+            or not isinstance(meta.get("strong"), str):
+        raise ValueError(f"{files[0]}: expected a JSON object with 'classnames' (a list of strings) and "
+                         f"'strong' (the strong model spec); {REEXPORT}")
+    try:
+        t = load_file(str(files[1]))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError...: the file is named either way
+        raise ValueError(f"{files[1]}: not a readable safetensors file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'corrupt'}), truncated or corrupt; "
+                         f"{REEXPORT}") from None
+    absent = [k for k in ("weight", "bias", "scale") if k not in t]
+    if absent:
+        raise ValueError(f"{files[1]}: missing tensor(s) {absent} (a classifier holds weight, bias and "
+                         f"scale); {REEXPORT}")
+    weight, bias, scale = (np.asarray(t[k], dtype=np.float32) for k in ("weight", "bias", "scale"))
+    c = len(names)
+    problems = []
+    if weight.ndim != 2 or weight.shape[0] != c or weight.shape[1] < 1:
+        problems.append(f"weight has shape {weight.shape}, expected ({c}, D) for the {c} class names of "
+                        f"classifier.json")
+    if bias.shape != (c,):
+        problems.append(f"bias has shape {bias.shape}, expected ({c},)")
+    if scale.shape != (1,):
+        problems.append(f"scale has shape {scale.shape}, expected (1,)")
+    bad = [k for k, v in (("weight", weight), ("bias", bias), ("scale", scale)) if not np.isfinite(v).all()]
+    if bad:
+        problems.append(f"{' and '.join(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or infinite values")
+    elif scale.shape == (1,) and not scale[0] > 0:
+        problems.append(f"scale is {scale[0]:g}, expected a positive number")
+    if problems:
+        raise ValueError(f"{files[1]}: {'; '.join(problems)}; {REEXPORT}")
+    return meta, {"weight": weight, "bias": bias, "scale": scale}
+
+
+def embedding_dim(model) -> int | None:
+    """D of an open_clip model's image embedding (None when the model does not say)."""
+    dim = getattr(getattr(model, "visual", None), "output_dim", None)
+    if dim is None and getattr(model, "text_projection", None) is not None:
+        dim = model.text_projection.shape[-1]
+    return int(dim) if dim is not None else None
 
 
 def drop_text_tower(model) -> None:

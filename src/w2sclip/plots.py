@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from w2sclip.eval.metrics import mean_std
+from w2sclip.eval.pgr import PGRCell
 
 DPI = 110
 PROJECTIONS = ("pca", "tsne")
 PROJECTION_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
-FIXED_COLORS = {"weak": "#a0a0a0", "ceiling_lp": "#5a5a5a", "ceiling": "#262626"}
+FIXED_COLORS = {"weak": "#a0a0a0"}
+CEILING_GREYS = ("#262626", "#4a4a4a", "#6b6b6b", "#8a8a8a", "#3a3a3a", "#5a5a5a")
 
 
 def _figure(width: float, height: float, **kw):
@@ -38,12 +40,22 @@ def method_colors(methods: list[str]) -> dict[str, str]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    from w2sclip.report import METHOD_ORDER
+    from w2sclip.eval.tables import method_order
+    from w2sclip.methods import METHODS
 
     tab10 = [to_hex(c) for i, c in enumerate(colormaps["tab10"].colors) if i != 7]  # 7 is grey
     palette = tab10 + [to_hex(c) for c in colormaps["tab20b"].colors[::2]] + [to_hex(c) for c in colormaps["Dark2"].colors]
-    ordered = [m for m in METHOD_ORDER if m not in FIXED_COLORS] + sorted(set(methods) - set(METHOD_ORDER))
-    return {m: FIXED_COLORS.get(m) or palette[ordered.index(m) % len(palette)] for m in methods}
+    ceilings = sorted({f"ceiling_{m}" for m in METHODS} | {m for m in methods if m.startswith("ceiling")})
+    ordered = [m for m in method_order(set(METHODS) | set(methods)) if m not in FIXED_COLORS and m not in ceilings]
+
+    def color(m: str) -> str:
+        if m in FIXED_COLORS:
+            return FIXED_COLORS[m]
+        if m in ceilings:
+            return CEILING_GREYS[ceilings.index(m) % len(CEILING_GREYS)]
+        return palette[ordered.index(m) % len(palette)]
+
+    return {m: color(m) for m in methods}
 
 
 def class_colors(n: int) -> np.ndarray:
@@ -62,7 +74,8 @@ def plot_bars(cells: dict, groups: list[str], series: list[str], path: Path, *, 
               scale: float = 100.0, colors: dict | None = None, zero_line: bool = False,
               clip: tuple[float, float] | None = None, note: str = "") -> Path:
     """Grouped bars: x = ``groups``, one bar per ``series``, height = mean and error bar = std of
-    ``cells[(series, group)]`` (a list of per-seed values; None = undefined).
+    ``cells[(series, group)]`` (a list of per-seed values; None = undefined), or, for a
+    :class:`~w2sclip.eval.pgr.PGRCell`, its value and its 95 % interval.
 
     A cell without any defined value is drawn as "n/a" (never as a zero bar); a cell with some
     undefined values is hatched. ``clip`` bounds the y-axis; values beyond it are written out.
@@ -77,16 +90,26 @@ def plot_bars(cells: dict, groups: list[str], series: list[str], path: Path, *, 
         x = np.arange(len(groups)) + (j - (n_bars - 1) / 2) * width
         for xi, g in zip(x, groups):
             vals = cells.get((s, g), [])
-            mean, std, k = mean_std(vals)
-            if mean is None:
-                if vals:
+            if isinstance(vals, PGRCell):  # a point with an asymmetric interval
+                if not vals.defined:
                     ax.text(xi, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="0.35")
-                continue
-            mean, std = mean * scale, std * scale
+                    continue
+                mean = vals.value * scale
+                err = None if vals.lo is None else [[mean - vals.lo * scale], [vals.hi * scale - mean]]
+                k, vals = 2, [vals.value, vals.value]
+                spread = (err[0][0], err[1][0]) if err else (0.0, 0.0)
+            else:
+                mean, std, k = mean_std(vals)
+                if mean is None:
+                    if vals:
+                        ax.text(xi, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="0.35")
+                    continue
+                mean, std = mean * scale, std * scale
+                err, spread = std, (std, std)
             inside = not clip or clip[0] <= mean <= clip[1]
             if inside:
-                lo_hi = [min(lo_hi[0], mean - std), max(lo_hi[1], mean + std)]
-            ax.bar(xi, mean, width, yerr=std if k > 1 and inside else None, color=colors[s], capsize=1.5,
+                lo_hi = [min(lo_hi[0], mean - spread[0]), max(lo_hi[1], mean + spread[1])]
+            ax.bar(xi, mean, width, yerr=err if k > 1 and inside else None, color=colors[s], capsize=1.5,
                    error_kw={"elinewidth": 0.7, "ecolor": "0.15"}, hatch="///" if k < len(vals) else None,
                    edgecolor="white" if k < len(vals) else None, linewidth=0)
             if not inside:  # the value is written out; an error bar that long would hide its neighbours
@@ -255,10 +278,8 @@ def plot_confusion(cm: np.ndarray, classnames: list[str], path: Path, *, title: 
 
 # --- the figures of a report, from records and run folders ------------------------------------
 
-NOT_STUDENTS = ("weak", "ceiling", "ceiling_lp")
-PGR_NOTE = ("n/a: PGR undefined (ceiling <= weak) for every seed; hatched: defined for only some "
-            "seeds (mean of those); red numbers: means beyond the axis. weak (0) and the ceilings (1) "
-            "are left out.")
+PGR_NOTE = ("n/a: PGR undefined (ceiling - weak below two standard errors); red numbers: values beyond "
+            "the axis. weak (0) and the ceilings (1) are left out.")
 
 
 def _img(alt: str, path: Path) -> list[str]:
@@ -266,19 +287,16 @@ def _img(alt: str, path: Path) -> list[str]:
 
 
 def _classnames(run, n: int) -> list[str]:
-    import json
-
-    path = run.path / "classnames.json"
-    names = json.loads(path.read_text()) if path.exists() else []
+    names = run.folder.classnames()
     return names if len(names) == n else [str(i) for i in range(n)]
 
 
 def group_figures(key: tuple, recs: list[dict], runs: list, plots_dir: Path, prefix: str, *,
-                  domain: str | None = None, method: str | None = None,
-                  projection: str = "pca") -> tuple[list[str], list[str]]:
+                  domain: str | None = None, method: str | None = None, projection: str = "pca",
+                  per_image: dict | None = None) -> tuple[list[str], list[str]]:
     """The figures of one (dataset, strong, weak, protocol) group: markdown lines and notes on
     the figures that were skipped (missing predictions.npz / projection.npz)."""
-    from w2sclip.report import cell_values, group_title
+    from w2sclip.eval.tables import cell_values, group_title, pgr_cells
 
     name = group_title(key)
     lines, notes = ["### Figures", ""], []
@@ -287,11 +305,10 @@ def group_figures(key: tuple, recs: list[dict], runs: list, plots_dir: Path, pre
                   title=f"Accuracy on D_test (mean ± std over seeds)\n{name}", ylabel="accuracy (%)",
                   xlabel="domain")
     lines += _img(f"accuracy per domain, {name}", p)
-    _, _, cells = cell_values(recs, "pgr")
-    students = [m for m in methods if m not in NOT_STUDENTS]
+    _, students, cells = pgr_cells(recs, per_image)
     if students:
         p = plot_bars(cells, domains + ["avg"], students, plots_dir / f"{prefix}_pgr.png", scale=1.0,
-                      title=f"PGR (mean ± std over seeds)\n{name}", ylabel="PGR", xlabel="domain", zero_line=True,
+                      title=f"PGR of the seed-mean accuracies, 95 % bootstrap interval\n{name}", ylabel="PGR", xlabel="domain", zero_line=True,
                       clip=(-2.0, 2.0), note=PGR_NOTE, colors=method_colors(methods))
         lines += _img(f"PGR per domain, {name}", p)
     dom = domain if domain in domains else domains[0]
@@ -302,15 +319,14 @@ def group_figures(key: tuple, recs: list[dict], runs: list, plots_dir: Path, pre
 
 
 def _projection(runs: list, name: str, dom: str, path: Path, projection: str, notes: list) -> list[str]:
-    from w2sclip.report import _order
+    from w2sclip.eval.tables import method_order
 
-    run = next((r for r in runs if (r.path / "projection.npz").exists()), None)
-    if run is None:
+    found = next(((r, a) for r in runs if (a := r.folder.npz("projection.npz")) is not None), None)
+    if found is None:
         notes.append(f"{name}: no projection.npz in the runs of domain {dom}; projection plot skipped")
         return []
-    with np.load(run.path / "projection.npz") as z:
-        arrays = {k: z[k] for k in z.files}
-    learned_names = _order(set(arrays) - {"features", "labels", "text_prototypes"})
+    run, arrays = found
+    learned_names = method_order(set(arrays) - {"features", "labels", "text_prototypes"})
     learned = {m: arrays[m] for m in learned_names[:4]}
     classes = _classnames(run, len(arrays["text_prototypes"]))
     try:
@@ -330,18 +346,14 @@ def _projection(runs: list, name: str, dom: str, path: Path, projection: str, no
 
 
 def _confusion(runs: list, name: str, dom: str, path: Path, method: str | None, notes: list) -> list[str]:
-    from w2sclip.report import _order
+    from w2sclip.eval.tables import method_order
 
-    files = [(r, r.path / "predictions.npz") for r in runs if (r.path / "predictions.npz").exists()]
-    if not files:
+    preds = [(r, p) for r in runs if (p := r.folder.npz("predictions.npz")) is not None]
+    if not preds:
         notes.append(f"{name}: no predictions.npz in the runs of domain {dom}; confusion matrix skipped")
         return []
-    preds = []
-    for r, f in files:
-        with np.load(f) as z:
-            preds.append((r, {k: z[k] for k in z.files}))
-    available = _order(k for _, p in preds for k, v in p.items() if k != "y_true" and np.ndim(v) == 2)
-    students = [m for m in available if m not in NOT_STUDENTS]
+    available = method_order(k for _, p in preds for k, v in p.items() if k != "y_true" and np.ndim(v) == 2)
+    students = [m for m in available if m != "weak" and not m.startswith("ceiling")]
     chosen = method or ("cpl" if "cpl" in available else (students or available or [None])[0])
     used = [(r, p) for r, p in preds if chosen in p]
     if not used:
@@ -364,7 +376,7 @@ def strong_figures(groups: dict[tuple, list[dict]], plots_dir: Path) -> list[str
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    from w2sclip.report import _order, cell_values
+    from w2sclip.eval.tables import cell_values, method_order
 
     by = {}
     for (dataset, strong, weak, protocol), recs in groups.items():
@@ -380,7 +392,7 @@ def strong_figures(groups: dict[tuple, list[dict]], plots_dir: Path) -> list[str
         strongs = list(per_strong)
         colors = {s: to_hex(colormaps["tab10"].colors[j % 10]) for j, s in enumerate(strongs)}
         title = f"Accuracy averaged over domains, by strong model\ndataset = {dataset}, weak = {weak}, protocol = {protocol}"
-        p = plot_bars(cells, _order(methods), strongs, plots_dir / f"strong_{i:02d}.png", title=title,
+        p = plot_bars(cells, method_order(methods), strongs, plots_dir / f"strong_{i:02d}.png", title=title,
                       ylabel="accuracy (%)", xlabel="method", colors=colors)
         same = len({tuple(d) for d in doms.values()}) == 1
         lines += [f"## Strong models side by side: dataset = {dataset}, weak = {weak}, protocol = {protocol}", "",

@@ -15,19 +15,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from w2sclip.eval.metrics import mean_std, pgr
+import numpy as np
+
+from w2sclip.eval.metrics import mean_std
+from w2sclip.eval.regime import builtin_targets, flag_notes, regime_table, targets_table
+from w2sclip.run.folder import RunFolder
+from w2sclip.eval.tables import cell_values, group_key, group_title, groups, method_order, pgr_cells
 
 log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["dataset", "domain", "strong", "weak", "method", "seed", "accuracy", "pgr",
                   "agreement", "top5", "ece", "weak_accuracy", "ceiling_accuracy", "labels",
                   "criterion", "best_step", "protocol", "n_fit", "n_val", "n_test", "hparams"]
-METHOD_ORDER = ["weak", "zero_shot", "kd_lp", "cpl", "cpl_hard", "cpl_poe", "logconf", "adaptconf",
-                "tip_adapter_f", "clip_adapter", "coop", "ceiling_lp", "ceiling"]
 REQUIRED = ("dataset", "domain", "strong", "weak", "method", "seed", "accuracy")
+TEXT_FIELDS = ("dataset", "domain", "strong", "weak", "method")
+RATE_FIELDS = ("accuracy", "agreement", "top5", "ece", "weak_accuracy", "ceiling_accuracy")
+"""Fields in [0, 1]: ``accuracy`` always, the others when present and not null."""
+NUMBER_FIELDS = ("pgr",)
+"""Fields that are a finite number or null."""
 TABLES = [("accuracy", "Accuracy on D_test (%), mean ± std over seeds:"),
-          ("pgr", ("PGR = (student - weak) / (ceiling - weak); kd_lp and ceiling_lp against "
-                   "ceiling_lp, the rest against ceiling (the CPL head on ground truth):")),
+          ("pgr", ("PGR = (student - weak) / (ceiling - weak) of the seed-mean accuracies, each method "
+                   "against the ceiling of its own head (ceiling_<head>: the same head and hyper-parameters "
+                   "on the ground truth of D_hold); [95 % bootstrap interval over seeds and D_test images]; "
+                   "undef. when ceiling - weak is below two standard errors:")),
           ("agreement", "Agreement with the weak supervisor on D_test (%):"),
           ("ece", "Calibration: expected calibration error on D_test (%, 15 bins; lower is better):")]
 
@@ -49,11 +59,6 @@ def write_results(records: list[dict], out: str | Path, meta: dict | None = None
     (out / "results.json").write_text(json.dumps({"meta": meta or {}, "records": records}, indent=1))
 
 
-def _order(methods: Iterable[str]) -> list[str]:
-    methods = set(methods)
-    return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
-
-
 def _fmt(values: list, pct: bool = True) -> str:
     """``mean ± std``; when some values are undefined (PGR), ``(k/n defined)`` is appended."""
     mean, std, k = mean_std(values)
@@ -63,32 +68,19 @@ def _fmt(values: list, pct: bool = True) -> str:
     return cell if k == len(values) else f"{cell} ({k}/{len(values)} defined)"
 
 
-def cell_values(recs: list[dict], metric: str) -> tuple[list[str], list[str], dict]:
-    """Per-seed values of one group: ``(domains, methods, {(method, domain | "avg"): [value per seed]})``.
-
-    The ``avg`` entry averages over domains within each seed first (seeds that cover every
-    domain); for ``pgr`` it is the PGR of that seed's domain-averaged accuracies (None when
-    that ceiling <= weak). Tables and plots both use it, so they always show the same numbers.
-    """
-    domains = list(dict.fromkeys(r["domain"] for r in recs))
-    methods = _order({r["method"] for r in recs})
-    cells, per_seed = defaultdict(list), defaultdict(list)
-    for r in recs:
-        cells[(r["method"], r["domain"])].append(r.get(metric))
-        per_seed[(r["method"], r["seed"])].append(r)
-    for (m, _seed), rs in per_seed.items():
-        if len(rs) != len(domains):
-            continue
-        if metric == "pgr":
-            mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("accuracy", "weak_accuracy", "ceiling_accuracy")}
-            cells[(m, "avg")].append(pgr(mean["accuracy"], mean["weak_accuracy"], mean["ceiling_accuracy"]))
-        else:
-            vals = [r.get(metric) for r in rs]
-            cells[(m, "avg")].append(None if None in vals else sum(vals) / len(vals))
-    return domains, methods, cells
+def _pgr_table(recs: list[dict], per_image: dict | None) -> str:
+    domains, students, cells = pgr_cells(recs, per_image)
+    lines = [f"| method | ceiling | {' | '.join(domains)} | avg |", "|---" * (len(domains) + 3) + "|"]
+    own = {r["method"]: r.get("ceiling") for r in recs}
+    for m in students:
+        row = [cells[(m, d)].text() if (m, d) in cells else "–" for d in domains + ["avg"]]
+        lines.append(f"| {m} | {own.get(m)} | {' | '.join(row)} |")
+    return "\n".join(lines)
 
 
-def _table(recs: list[dict], metric: str) -> str:
+def _table(recs: list[dict], metric: str, per_image: dict | None = None) -> str:
+    if metric == "pgr":
+        return _pgr_table(recs, per_image)
     domains, methods, cells = cell_values(recs, metric)
     lines = [f"| method | {' | '.join(domains)} | avg |", "|---" * (len(domains) + 2) + "|"]
     for m in methods:
@@ -110,39 +102,40 @@ def summary_table(records: list[dict], strong: str, metric: str = "accuracy",
     return _table(recs, metric)
 
 
-def group_key(r: dict) -> tuple:
-    """``(dataset, strong, weak, protocol)``: records of different groups are never pooled."""
-    return r.get("dataset"), r["strong"], r["weak"], r.get("protocol")
-
-
-def groups(records: list[dict]) -> dict[tuple, list[dict]]:
-    """Records split by :func:`group_key`, in order of first appearance."""
-    out = defaultdict(list)
-    for r in records:
-        out[group_key(r)].append(r)
-    return dict(out)
-
-
-def group_title(key: tuple) -> str:
-    dataset, strong, weak, protocol = key
-    text = f"strong = {strong}, weak = {weak}, dataset = {dataset}"
-    return text + (f", protocol = {protocol}" if protocol else "")
-
-
-def group_section(key: tuple, recs: list[dict]) -> list[str]:
-    """Markdown lines: the heading and the four tables of one group."""
+def group_section(key: tuple, recs: list[dict], per_image: dict | None = None) -> list[str]:
+    """Markdown lines: the heading, the regime table and the method tables of one group."""
     seeds = sorted({r["seed"] for r in recs})
-    parts = [f"## {group_title(key)} (seeds {seeds})", ""]
+    parts = [f"## {group_title(key)} (seeds {seeds})", "",
+             "Regime (accuracy % on D_test, means over seeds; gaps in points; docs/protocol.md):", "",
+             regime_table(recs), ""]
+    notes = flag_notes(recs)
+    if notes:
+        parts += notes + [""]
     for metric, caption in TABLES:
-        parts += [caption, "", _table(recs, metric), ""]
+        parts += [caption, "", _table(recs, metric, per_image), ""]
     return parts
 
 
+def targets_section(records: list[dict]) -> list[str]:
+    """The built-in benchmark's regime targets (docs/results.md), when the records hold it."""
+    targets = builtin_targets(records)
+    if not targets:
+        return []
+    missed = [t["target"] for t in targets if not t["ok"]]
+    verdict = (f"**{len(missed)} of {len(targets)} targets not met**: the built-in study is not in "
+               f"DomainNet's regime there" if missed else f"all {len(targets)} targets met")
+    return ["## Built-in regime targets", "",
+            f"Targets that give the built-in study DomainNet's shape (weak above zero-shot, ceiling above "
+            f"both; docs/results.md); {verdict}.",
+            "", targets_table(targets), ""]
+
+
 def markdown_report(records: list[dict], title: str = "w2sclip results", notes: str = "") -> str:
-    """The whole report: accuracy, PGR, agreement and calibration tables per group."""
+    """The whole report: regime and method tables per group (accuracy, PGR, agreement, calibration)."""
     parts = [f"# {title}", ""]
     if notes:
         parts += [notes, ""]
+    parts += targets_section(records)
     for key, recs in groups(records).items():
         parts += group_section(key, recs)
     return "\n".join(parts)
@@ -150,84 +143,76 @@ def markdown_report(records: list[dict], title: str = "w2sclip results", notes: 
 
 @dataclass
 class RunInfo:
-    """One run folder: its resolved config, whether it finished, and its record count."""
+    """One run folder as the report sees it: finished or not, and which group, domain and seed."""
 
-    path: Path
-    config: dict = field(default_factory=dict)
+    folder: RunFolder
     complete: bool = False
     n_records: int = 0
     group: tuple | None = None  # group_key of its records (finished runs)
     domain: str | None = None
     seed: int | None = None
 
-    def get(self, key: str, default=None):
-        """A config field, looked up at the top level, then under ``semantic`` / ``resolved``."""
-        for d in (self.config, self.config.get("semantic", {}), self.config.get("resolved", {})):
-            if isinstance(d, dict) and key in d:
-                return d[key]
-        return default
+    @property
+    def path(self) -> Path:
+        return self.folder.path
 
     def describe(self) -> str:
         keys = ("dataset", "domain", "strong", "weak", "protocol", "seed")
-        return f"`{self.path.name}` ({', '.join(f'{k}={self.get(k)}' for k in keys if self.get(k) is not None)})"
+        vals = {k: self.folder.config_value(k) for k in keys}
+        return f"`{self.path.name}` ({', '.join(f'{k}={v}' for k, v in vals.items() if v is not None)})"
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); fix it or rerun that run") from None
-
-
-def _read_records(folder: Path) -> list[dict]:
-    path = folder / "records.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{folder} is marked done but has no records.jsonl; delete its 'done' "
-                                f"file and rerun the sweep to recompute it")
-    records = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
+def per_image_correctness(runs: list[RunInfo], key: tuple) -> dict | None:
+    """``{(domain, seed): {method: bool array}}`` of a group's finished runs, from their
+    ``labels.npz`` (images ordered by their row in the test split, the same for every seed);
+    None when a run lacks the file (the PGR bootstrap then resamples seeds only)."""
+    out = {}
+    for r in runs:
+        if not r.complete or r.group != key:
             continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {i}: not valid JSON ({e.msg}); delete the run folder's "
-                             f"'done' file and rerun it, or fix the line") from None
-        missing = [k for k in REQUIRED if k not in r] if isinstance(r, dict) else list(REQUIRED)
-        if missing:
-            raise ValueError(f"{path}, line {i}: record lacks field(s) {missing}; a record needs {list(REQUIRED)}")
-        records.append(r)
-    return records
+        z = r.folder.npz("labels.npz")
+        if z is None:
+            return None
+        order = np.argsort(z["test_index"], kind="stable")
+        y = z["y_true"][order]
+        out[(r.domain, r.seed)] = {k: v[order] == y for k, v in z.items()
+                                   if k not in ("y_true", "test_index", "paths") and v.ndim == 1}
+    return out or None
 
 
-def load_runs(runs_dir: str | Path) -> tuple[list[dict], list[RunInfo]]:
+def load_runs(runs_dir: str | Path, only: Iterable[str] | None = None) -> tuple[list[dict], list[RunInfo]]:
     """Every run folder under ``runs_dir`` -> (records of the finished runs, one RunInfo per folder).
 
     A folder is a run when it holds ``config.json`` or ``records.jsonl``; only folders with the
     ``done`` marker contribute records (the others are listed with ``complete=False``).
     Records repeated in several runs with equal numbers are kept once; repeated with different
-    numbers they raise ValueError, since pooling them would count a seed twice.
+    numbers they raise ValueError, since pooling them would count a seed twice. ``only`` limits
+    the folders to those names (e.g. the runs of one sweep).
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"runs folder {runs_dir} does not exist; pass the folder `w2sclip sweep` wrote into")
-    is_run = lambda p: (p / "config.json").exists() or (p / "records.jsonl").exists()
-    folders = [runs_dir] if is_run(runs_dir) else sorted(p for p in runs_dir.iterdir()
-                                                          if p.is_dir() and is_run(p))
+    top = RunFolder(runs_dir)
+    folders = [top] if top.is_run() else [RunFolder(p) for p in sorted(runs_dir.iterdir())
+                                          if p.is_dir() and RunFolder(p).is_run()]
+    if only is not None:
+        keep = set(only)
+        folders = [f for f in folders if f.name in keep]
     if not folders:
         raise ValueError(f"no run folders in {runs_dir} (a run folder holds config.json, records.jsonl "
-                         f"and done); run `w2sclip sweep CONFIG --out {runs_dir}` first")
+                         f"and done); run `w2sclip sweep CONFIG --runs-dir {runs_dir}` first")
     runs, records, seen = [], [], {}
     for folder in folders:
-        info = RunInfo(folder, _read_json(folder / "config.json") if (folder / "config.json").exists() else {},
-                       complete=(folder / "done").exists())
+        info = RunInfo(folder, complete=folder.is_done)
         runs.append(info)
         if not info.complete:
             continue
-        recs = _read_records(folder)
+        recs = folder.records(REQUIRED)
+        check_records(recs, folder.path / "records.jsonl")
+        folder.config()  # a config.json that is not a JSON object is an error naming the file
         info.n_records = len(recs)
         for r in recs:
-            r.setdefault("protocol", info.get("protocol"))
+            r.setdefault("protocol", folder.config_value("protocol"))
         if recs:
             info.group, info.domain, info.seed = group_key(recs[0]), recs[0]["domain"], recs[0]["seed"]
         for r in recs:
@@ -239,10 +224,33 @@ def load_runs(runs_dir: str | Path) -> tuple[list[dict], list[RunInfo]]:
                 raise ValueError(f"runs {seen[key][0].name} and {folder.name} both hold {r['method']} on "
                                  f"{r['domain']} (seed {r['seed']}) with different accuracies; move one "
                                  f"of them out of {runs_dir} and report again")
-    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
-    records.sort(key=lambda r: (tuple(str(x) for x in group_key(r)), r["domain"], r["seed"],
-                                rank.get(r["method"], len(rank)), r["method"]))
+    rank = {m: i for i, m in enumerate(method_order({r["method"] for r in records}))}
+    records.sort(key=lambda r: (tuple(str(x) for x in group_key(r)), r["domain"], r["seed"], rank[r["method"]]))
     return records, runs
+
+
+def check_records(records: list[dict], where: str | Path) -> None:
+    """Types and ranges of the fields the report reads; a bad value is a ValueError naming the
+    file, the record and the field (a records file altered by hand or written by another tool)."""
+    import math
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for i, r in enumerate(records, 1):
+        problems = [f"{k} is {r[k]!r}, expected a string" for k in TEXT_FIELDS if not isinstance(r[k], str)]
+        if not isinstance(r["seed"], int) or isinstance(r["seed"], bool):
+            problems.append(f"seed is {r['seed']!r}, expected an integer")
+        for k in RATE_FIELDS:
+            v = r.get(k)
+            if (k == "accuracy" or v is not None) and not (number(v) and 0 <= v <= 1):
+                problems.append(f"{k} is {v!r}, expected a number in [0, 1]")
+        problems += [f"{k} is {r[k]!r}, expected a number or null" for k in NUMBER_FIELDS
+                     if r.get(k) is not None and not number(r[k])]
+        if problems:
+            raise ValueError(f"{where}, record {i} (method {r.get('method')!r}): {'; '.join(problems)}; the "
+                             f"file was altered or written by another tool: fix the value, or delete the run "
+                             f"folder's 'done' file and rerun it")
 
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;
@@ -290,7 +298,7 @@ def _coverage_note(recs: list[dict]) -> list[str]:
 
 def build_report(runs_dir: str | Path, out: str | Path, *, confusion_domain: str | None = None,
                  confusion_method: str | None = None, projection: str = "pca",
-                 title: str | None = None) -> Path:
+                 title: str | None = None, only: Iterable[str] | None = None) -> Path:
     """Read the run folders under ``runs_dir`` and write into ``out``: ``report.md``,
     ``report.html`` (self-contained), ``results.csv``/``results.json`` and ``plots/*.png``.
 
@@ -301,7 +309,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, confusion_domain: str
     """
     from w2sclip import plots
 
-    records, runs = load_runs(runs_dir)
+    records, runs = load_runs(runs_dir, only)
     pending = [r for r in runs if not r.complete]
     if not records:
         raise ValueError(f"no finished runs in {runs_dir} ({len(pending)} run folder(s) without the 'done' "
@@ -327,12 +335,14 @@ def build_report(runs_dir: str | Path, out: str | Path, *, confusion_domain: str
         parts += [(f"**incomplete: {len(pending)} runs skipped** (no `done` marker; none of their "
                    f"numbers are in the tables or plots; rerun the sweep to finish them):"), ""]
         parts += [f"- {r.describe()}" for r in pending] + [""]
+    parts += targets_section(records)
     notes = []
     grouped = groups(records)
     for i, (key, recs) in enumerate(grouped.items()):
-        parts += group_section(key, recs) + _coverage_note(recs)
+        per_image = per_image_correctness(runs, key)
+        parts += group_section(key, recs, per_image) + _coverage_note(recs)
         lines, skipped = plots.group_figures(key, recs, runs, plots_dir, f"group{i:02d}", domain=confusion_domain,
-                                             method=confusion_method, projection=projection)
+                                             method=confusion_method, projection=projection, per_image=per_image)
         parts += lines
         notes += skipped
     parts += plots.strong_figures(grouped, plots_dir)

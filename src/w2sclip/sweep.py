@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from w2sclip.config import RunConfig, SweepConfig
-from w2sclip.runs import is_done, run, run_folder
+from w2sclip.run import run, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def plan(sweep: SweepConfig, runs_dir: str | Path) -> tuple[list[RunConfig], list[RunConfig]]:
     """(all runs, runs still to do)."""
     cfgs = sweep.runs()
-    return cfgs, [c for c in cfgs if not is_done(run_folder(c, runs_dir))]
+    return cfgs, [c for c in cfgs if not run_folder(c, runs_dir).is_done]
 
 
 def run_sweep(sweep: SweepConfig, runs_dir: str | Path, *, workers: int = 1,

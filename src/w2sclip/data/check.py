@@ -2,7 +2,7 @@
 
 Problems (exit status 1): a missing split file or domain, a split-file label that disagrees
 with its class folder, an unknown class folder, a listed file that is missing, an image that
-does not decode, a file in both train and test. Notes (no failure): classes without images in a
+does not decode, a file in both train and test, no image at all. Notes (no failure): classes without images in a
 split (DomainNet's ``t-shirt`` in painting/train), domains not present under the root.
 """
 
@@ -84,6 +84,10 @@ def check_dataset(name: str, root: str | Path, domains=None, images: bool = True
             (report.problems if domains else report.notes).append(f"domain {d!r} not found under {root}")
             continue
         _check_domain(spec, root, d, report, images, num_workers, options)
+    if not any(sum(c) for c in report.counts.values()) and not report.problems:
+        where = f"domains {', '.join(present)}" if present else "no domain folders"
+        report.problems.append(f"no images found under {root} ({where}); check the root and the {name} "
+                               f"layout (docs/datasets.md; images need a suffix such as .jpg or .png)")
     return report
 
 

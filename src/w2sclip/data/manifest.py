@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from w2sclip.data.images import open_image
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -44,9 +43,22 @@ class ImageDataset:
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        path, label = self.samples[i]
-        img = open_image(path)
+        img = self.load_image(i)
+        label = self.samples[i][1]
         return (self.transform(img) if self.transform else img), label
+
+    def read_image(self, i: int, draft: int | None = None):
+        """``(image, jpeg)``: sample ``i`` as an RGB PIL image (``w2sclip.data.images.read_image``:
+        faithful modes, EXIF orientation, ``draft`` for reduced-size JPEG decoding) and whether it
+        was a JPEG; raises ``BadImageError``. Every reader of samples goes through this method,
+        so a dataset whose images are not files (``hf:``) overrides only this."""
+        from w2sclip.data.images import read_image
+
+        return read_image(self.samples[i][0], draft)
+
+    def load_image(self, i: int, draft: int | None = None):
+        """Sample ``i`` as an RGB PIL image (see :meth:`read_image`)."""
+        return self.read_image(i, draft)[0]
 
     @property
     def labels(self) -> list[int]:
@@ -68,6 +80,13 @@ class ImageDataset:
         n = len(prefix)
         return [((p[n:] if p.startswith(prefix) else p).replace(os.sep, "/"), lab)
                 for p, lab in self.samples]
+
+    def content_id(self, memo_dir: str | os.PathLike | None = None) -> str:
+        """What the split is (file contents, labels, class list), for cache keys; see
+        ``w2sclip.data.identity``. Independent of the root and the file names."""
+        from w2sclip.data.identity import content_id
+
+        return content_id(self, memo_dir)
 
     def fingerprint(self) -> str:
         """Short sha256 of name, domain, split, class names, templates and relative samples.

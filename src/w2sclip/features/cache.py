@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w2sclip.features.fileio import DiskFullError, disk_full_hint
+from w2sclip.fileio import DiskFullError, NotWritableError, disk_full_hint, read_only_cache_error
 
 
 def digest(key: dict) -> str:
@@ -46,10 +46,16 @@ class ArrayCache:
             return None
         try:
             meta = json.loads(meta_f.read_text())
-            arr = np.load(data_f, mmap_mode="r")
-        except ValueError as e:  # garbled meta.json or truncated data.npy
-            raise ValueError(f"cache entry {folder} is corrupt ({e}); delete the folder to recompute "
-                             f"it") from None
+        except ValueError as e:  # garbled or not UTF-8
+            raise ValueError(f"cache entry {folder} is corrupt (meta.json unreadable: {type(e).__name__}: "
+                             f"{e}); delete the folder to recompute it") from None
+        try:
+            if data_f.stat().st_size == 0:
+                raise EOFError("empty file (0 bytes)")
+            arr = np.load(data_f, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:  # empty, truncated or garbled data.npy
+            raise ValueError(f"cache entry {folder} is corrupt (data.npy unreadable: {type(e).__name__}: "
+                             f"{e}); delete the folder to recompute it") from None
         if not isinstance(meta, dict) or meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
             raise ValueError(f"cache entry {folder} holds a different key than requested; delete "
                              f"the folder to recompute it")
@@ -61,8 +67,12 @@ class ArrayCache:
     def save(self, key: dict, array: np.ndarray, slug: str = "") -> Path:
         """Write atomically: into a temporary folder, then rename into place."""
         folder = self.path(key, slug)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+        try:
+            with disk_full_hint(folder / "data.npy"):
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+        except NotWritableError as e:  # a read-only cache that lacks this entry
+            raise read_only_cache_error(folder, "cache entry", e) from None
         array = np.ascontiguousarray(array)
         meta = {"key": json.loads(json.dumps(key, sort_keys=True, default=str)),
                 "shape": list(array.shape), "dtype": str(array.dtype),
@@ -72,7 +82,7 @@ class ArrayCache:
                 np.save(tmp / "data.npy", array)
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             os.replace(tmp, folder)
-        except DiskFullError:
+        except (DiskFullError, NotWritableError):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         except OSError:  # another process finished the same entry first: keep theirs

@@ -2,8 +2,7 @@
 
 ``extract`` is the entry point (docs/cache.md): it splits the dataset into shards, encodes the
 shards this process owns (``shard=(i, N)`` or torchrun's RANK/WORLD_SIZE), writes each one
-atomically, and merges them once all exist. ``cached_features`` is the older one-array path
-through ``ArrayCache`` used by the built-in demo.
+atomically, and merges them once all exist.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from w2sclip.features.cache import ArrayCache
 from w2sclip.features.keys import entry_slug, feature_key
-from w2sclip.features.loading import BAD_FILES, SafeImages, ShardBatches
+from w2sclip.data.decode import DECODE_CHOICES, ImageDecoder, resolve_decode
+from w2sclip.features.loading import BAD_FILES, ShardBatches, image_batches, image_source
 from w2sclip.features.store import DTYPES, FeatureSet, FeatureStore
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,8 @@ class _ShardWriter:
 
 def extract(strong, dataset, cache_root, *, batch_size: int = 256, num_workers: int = 0,
             shard_size: int = 4096, shard: tuple[int, int] | str | None = None, dtype: str = "float32",
-            bad_files: str = "skip", device: str | None = None, wait: bool | None = None, keep_shards: bool = False, progress: bool = True) -> FeatureSet | None:
+            bad_files: str = "skip", device: str | None = None, wait: bool | None = None, keep_shards: bool = False, progress: bool = True,
+            decode: str = "auto") -> FeatureSet | None:
     """Image features (N, D) of every sample of ``dataset``, through the feature store.
 
     Resumable (finished shards are kept and skipped), safe with several processes on one entry
@@ -188,9 +188,13 @@ def extract(strong, dataset, cache_root, *, batch_size: int = 256, num_workers: 
     under torchrun (RANK, WORLD_SIZE). ``dtype`` is the storage dtype (float32|float16); the
     compute precision is the model's (``load_strong(..., precision=)``); ``device``: see
     ``prepare_device``. ``bad_files="skip"`` records unreadable images (row NaN, valid False),
-    ``"error"`` stops at the first one. Returns the merged ``FeatureSet``, or None when other
+    ``"error"`` stops at the first one. ``decode``: ``auto`` (nvjpeg on CUDA, pil-draft on CPU),
+    ``pil`` (full-size reference), ``pil-draft`` or ``nvjpeg`` (``w2sclip.data.decode``).
+    Returns the merged ``FeatureSet``, or None when other
     shards are still missing and ``wait`` is false (default: wait only under torchrun).
     """
+    if decode not in DECODE_CHOICES:
+        raise ValueError(f"decode={decode!r}; valid: {', '.join(DECODE_CHOICES)}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}; valid: {', '.join(DTYPES)}")
     if bad_files not in BAD_FILES:
@@ -198,43 +202,47 @@ def extract(strong, dataset, cache_root, *, batch_size: int = 256, num_workers: 
     rank, world, from_env = resolve_shard(shard)
     precision = getattr(strong, "precision", "fp32")
     precision_dtypes(precision, torch.device("cpu"))
-    key = feature_key(strong, dataset, dtype=dtype, precision=precision)
+    key = feature_key(strong, dataset, dtype=dtype, precision=precision, memo_dir=identity_memo(cache_root))
     store = FeatureStore(cache_root, key, entry_slug(strong, dataset, dtype), len(dataset), shard_size).open()
     if not store.complete:
         mine = [j for j in range(store.n_shards) if j % world == rank]
         _extract_shards(strong, dataset, store, mine, batch_size=batch_size, num_workers=num_workers,
-                        bad_files=bad_files, device=device, progress=progress)
+                        bad_files=bad_files, device=device, progress=progress, decode=decode)
     while not store.merge(keep_shards=keep_shards):
         if not (from_env if wait is None else wait):
             log.info("%s: shards of part %d/%d done; %d shard(s) of other parts missing; the last "
                      "part to finish merges", store.path, rank, world, len(store.missing()))
             return None
         time.sleep(0.5)
-    return store.load()
+    return store.load().named_for(dataset)
+
+
+def identity_memo(cache_root) -> str:
+    """Where file digests of dataset identities are remembered: ``<cache>/identity``."""
+    return os.path.join(os.path.dirname(os.path.abspath(cache_root)), "identity")
 
 
 def open_features(strong, dataset, cache_root, *, dtype: str = "float32", verify: bool = False) -> FeatureSet:
     """The finished features of ``extract`` with the same arguments, without extracting
     (FileNotFoundError when absent or unfinished; ``verify`` re-hashes the whole file)."""
-    key = feature_key(strong, dataset, dtype=dtype, precision=getattr(strong, "precision", "fp32"))
+    key = feature_key(strong, dataset, dtype=dtype, precision=getattr(strong, "precision", "fp32"),
+                      memo_dir=identity_memo(cache_root))
     store = FeatureStore(cache_root, key, entry_slug(strong, dataset, dtype), len(dataset))
     if not (store.path / "meta.json").exists():
         raise FileNotFoundError(f"no features at {store.path}; run `w2sclip extract` (or extract()) first")
     store.shard_size = store.read_meta()["shard_size"]
-    return store.load(verify=verify)
+    return store.load(verify=verify).named_for(dataset)
 
 
 def _extract_shards(strong, dataset, store: FeatureStore, shards: list[int], *, batch_size: int,
-                    num_workers: int, bad_files: str, device, progress: bool) -> None:
-    from PIL import Image
+                    num_workers: int, bad_files: str, device, progress: bool, decode: str = "auto") -> None:
     from tqdm.auto import tqdm
 
     todo = [j for j in shards if not store.is_done(j)]
     if not todo:
         return
     device = prepare_device(strong, device)
-    shape = tuple(strong.preprocess(Image.new("RGB", (32, 32))).shape)
-    images = SafeImages(dataset.with_transform(strong.preprocess), shape, bad_files)
+    images = image_source(dataset, ImageDecoder(strong.preprocess, resolve_decode(decode, device)), bad_files)
     samplers = [ShardBatches(store, todo, batch_size)]
     writer = _ShardWriter(store, images.path, lambda j: [s.release(j) for s in samplers],
                           {"device": str(device), "precision": store.key["precision"]})
@@ -242,12 +250,13 @@ def _extract_shards(strong, dataset, store: FeatureStore, shards: list[int], *, 
     bar = tqdm(total=total, desc=f"extract {store.path.name}", unit="img", disable=not progress)
 
     def run(sampler: ShardBatches) -> None:
-        loader = torch.utils.data.DataLoader(images, batch_sampler=sampler, num_workers=num_workers,
-                                             pin_memory=device.type == "cuda",
-                                             prefetch_factor=4 if num_workers else None)
-        encode_batches(strong.model, loader, device=device, dtype=getattr(torch, store.key["dtype"]),
-                       shard_of=store.shard_of, on_shard=writer.submit, precision=store.key["precision"],
-                       progress=bar)
+        batches = image_batches(images, sampler, num_workers=num_workers, device=device)
+        try:
+            encode_batches(strong.model, batches, device=device, dtype=getattr(torch, store.key["dtype"]),
+                           shard_of=store.shard_of, on_shard=writer.submit, precision=store.key["precision"],
+                           progress=bar)
+        finally:
+            batches.close()  # stop the decoding thread before the shard locks are released
 
     try:
         run(samplers[0])
@@ -261,37 +270,3 @@ def _extract_shards(strong, dataset, store: FeatureStore, shards: list[int], *, 
             for s in samplers:
                 s.release_all()
             bar.close()
-
-
-def decode_images(dataset, size: int | None = None) -> np.ndarray:
-    """All images of ``dataset`` as uint8 (N, H, W, 3), resized to ``size`` when given."""
-    from PIL import Image
-
-    out = []
-    for i in range(len(dataset)):
-        img, _ = dataset[i]
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BICUBIC)
-        out.append(np.asarray(img, dtype=np.uint8))
-    return np.stack(out)
-
-
-@torch.no_grad()
-def extract_features(strong, dataset, batch_size: int = 256, num_workers: int = 0) -> np.ndarray:
-    """Normalised image features (N, D) float32 of every sample, in dataset order."""
-    loader = torch.utils.data.DataLoader(dataset.with_transform(strong.preprocess), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers)
-    return torch.cat([strong.encode_images(x) for x, _ in loader]).numpy()
-
-
-def cached_features(strong, dataset, cache: ArrayCache, dataset_key: dict, **kw) -> np.ndarray:
-    """``extract_features`` through ``cache``; the key covers data, model and preprocessing."""
-    key = {"kind": "image_features", "data": dataset_key, "split": dataset.split, "n": len(dataset),
-           "model": strong.identity(),
-           "layer": "image_embedding", "normalized": True, "dtype": "float32"}
-    slug = f"{dataset_key.get('name', '')}-{dataset_key.get('domain', '')}-{strong.name}"
-    feats = cache.load(key, slug)
-    if feats is None:
-        feats = extract_features(strong, dataset, **kw)
-        cache.save(key, feats, slug)
-    return feats

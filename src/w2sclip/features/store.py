@@ -30,11 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from w2sclip.features.cache import digest
-from w2sclip.features.fileio import (
+from w2sclip.fileio import (
     FileLock,
+    NotWritableError,
     atomic_write,
     atomic_write_json,
     disk_full_hint,
+    folder_problem,
+    read_only_cache_error,
     tmp_name,
 )
 
@@ -57,9 +60,18 @@ class FeatureSet:
     key: dict
     path: Path
     meta: dict = field(default_factory=dict, repr=False)
+    bad_rows: list[int] = field(default_factory=list)
+    """Row index of each entry of ``bad_files``."""
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def named_for(self, dataset) -> "FeatureSet":
+        """This set with bad files named by ``dataset``'s paths (an entry is shared by every copy
+        of the same content, whichever copy extracted it)."""
+        from dataclasses import replace
+
+        return replace(self, bad_files=[(dataset.samples[i][0], r) for i, (_, r) in zip(self.bad_rows, self.bad_files)])
 
 
 def canonical(obj) -> object:
@@ -156,17 +168,30 @@ class FeatureStore:
 
     # ----- meta ---------------------------------------------------------------------------
     def open(self) -> FeatureStore:
-        """Create the folder and ``meta.json``, or check an existing one (adopting its shard size)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "key": self.key, "n": self.n, "shard_size": self.shard_size,
-                "n_shards": self.n_shards, "dtype": self.key.get("dtype"),
-                "versions": self.key.get("versions"), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        if not atomic_write_json(self.path / "meta.json", meta, exclusive=True):
+        """Create the folder and ``meta.json``, or check an existing one (adopting its shard size).
+
+        An existing entry is only read, so a complete entry in a read-only cache opens; an entry
+        that still needs work in a folder that cannot be written is a ``NotWritableError``."""
+        meta_file = self.path / "meta.json"
+        created = False
+        if not meta_file.exists():
+            meta = {"format": FORMAT, "key": self.key, "n": self.n, "shard_size": self.shard_size,
+                    "n_shards": self.n_shards, "dtype": self.key.get("dtype"),
+                    "versions": self.key.get("versions"), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            try:
+                with disk_full_hint(meta_file):
+                    self.path.mkdir(parents=True, exist_ok=True)
+                created = atomic_write_json(meta_file, meta, exclusive=True)
+            except NotWritableError as e:
+                raise read_only_cache_error(self.path, "feature cache entry", e) from None
+        if not created:
             meta = self.read_meta()
             if meta["shard_size"] != self.shard_size:
                 log.info("%s: keeping the entry's shard size %d (asked %d)", self.path.name,
                          meta["shard_size"], self.shard_size)
                 self.shard_size = int(meta["shard_size"])
+            if not self.complete and folder_problem(self.path):
+                raise read_only_cache_error(self.path, "feature cache entry")
         return self
 
     def read_meta(self) -> dict:
@@ -196,7 +221,7 @@ class FeatureStore:
     def read_sidecar(self, j: int) -> dict | None:
         try:
             return json.loads(self.sidecar(j).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (FileNotFoundError, ValueError):  # absent, garbled or not UTF-8: not done
             return None
 
     def is_done(self, j: int) -> bool:
@@ -281,10 +306,9 @@ class FeatureStore:
 
     def _checked_shard_bytes(self, j: int, side: dict, dim: int) -> bytes:
         data = self.shard_file(j).read_bytes()
-        arr = np.load(io.BytesIO(data))
         start, stop = self.shard_range(j)
-        if hashlib.sha256(data).hexdigest() != side["sha256"] or arr.shape != (stop - start, dim) \
-                or str(arr.dtype) != self.key["dtype"]:
+        arr = np.load(io.BytesIO(data)) if hashlib.sha256(data).hexdigest() == side["sha256"] else None
+        if arr is None or arr.shape != (stop - start, dim) or str(arr.dtype) != self.key["dtype"]:
             raise ValueError(f"feature cache shard {self.shard_file(j)} is corrupt (checksum, shape "
                              f"or dtype differs from {self.sidecar(j).name}); delete both files and "
                              f"rerun the extraction: only that shard is recomputed")
@@ -308,19 +332,27 @@ class FeatureStore:
         feats = None if problem else np.load(f, mmap_mode="r")
         if feats is not None and (feats.shape != (self.n, meta["dim"]) or str(feats.dtype) != meta["dtype"]):
             problem = f"shape/dtype {feats.shape} {feats.dtype} != ({self.n}, {meta['dim']}) {meta['dtype']}"
-        try:
-            valid = np.load(self.path / "valid.npy")
-            bad = json.loads((self.path / "bad_files.json").read_text())
-        except (OSError, ValueError) as e:  # missing, truncated or garbled
-            valid, bad = np.zeros(0, bool), []
-            problem = problem or f"valid.npy / bad_files.json unreadable: {type(e).__name__}"
+        valid, bad = np.zeros(0, bool), []
+        for name in ("valid.npy", "bad_files.json"):
+            try:
+                if (self.path / name).stat().st_size == 0:
+                    raise EOFError("empty file (0 bytes)")
+                if name == "valid.npy":
+                    valid = np.load(self.path / name, allow_pickle=False)
+                else:
+                    bad = json.loads((self.path / name).read_text())
+            except (OSError, ValueError, EOFError) as e:  # missing, empty, truncated or garbled
+                why = "missing" if isinstance(e, FileNotFoundError) else f"{type(e).__name__}: {e}"
+                problem = problem or f"valid.npy / bad_files.json unreadable: {name} {why}"
+                break
         if not problem and (valid.shape != (self.n,) or int((~valid).sum()) != meta["n_bad"]
                             or len(bad) != meta["n_bad"]):
             problem = "valid.npy / bad_files.json disagree with meta.json"
         if problem:
             raise ValueError(f"feature cache {self.path} is corrupt ({problem}); delete the folder "
                              f"to recompute it")
-        return FeatureSet(feats, valid, [(p, r) for _, p, r in bad], self.key, self.path, meta)
+        return FeatureSet(feats, valid, [(p, r) for _, p, r in bad], self.key, self.path, meta,
+                          bad_rows=[int(i) for i, _, _ in bad])
 
 
 def load_entry(path: str | Path, key: dict | None = None, verify: bool = False) -> FeatureSet:
@@ -329,7 +361,12 @@ def load_entry(path: str | Path, key: dict | None = None, verify: bool = False) 
     meta_f = path / "meta.json"
     if not meta_f.exists():
         raise FileNotFoundError(f"{meta_f} not found: {path} is not a feature-store entry")
-    meta = json.loads(meta_f.read_text())
-    store = FeatureStore(path.parent, key if key is not None else meta["key"], "", meta["n"], meta["shard_size"])
+    try:
+        meta = json.loads(meta_f.read_text())
+        n, shard_size = meta["n"], meta["shard_size"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"feature cache {path}: meta.json is unreadable ({type(e).__name__}: {e}); delete "
+                         f"the folder to recompute it") from None
+    store = FeatureStore(path.parent, key if key is not None else meta.get("key", {}), "", n, shard_size)
     store.path = path
     return store.load(verify=verify)

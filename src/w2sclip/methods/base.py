@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import torch
 
+from w2sclip.methods.params import validate
+
 
 class NotFittedError(RuntimeError):
     """A method was used for prediction before ``fit``."""
@@ -84,8 +86,13 @@ def as_tensor(a) -> torch.Tensor:
 
 
 def teacher_logits(probs: np.ndarray) -> torch.Tensor:
-    """Log-probabilities: logits whose softmax is ``probs`` (zeros clamped at 1e-8)."""
-    return as_tensor(probs).clamp_min(1e-8).log_()
+    """Log-probabilities: logits whose softmax is ``probs``, at any temperature ``T``.
+
+    Zero probabilities become ``-inf``, so one-hot targets stay exactly one-hot when re-tempered
+    (``softmax(log p / T)``); the losses treat ``0 * log 0`` as 0 (``losses.kd_loss``). A clamp
+    at 1e-8 would leave ``(C - 1) * 1e-8^(1/T)`` off-class mass: 3.3 % at T = 2, C = 345.
+    """
+    return torch.log(as_tensor(probs))
 
 
 def target_logits(y, num_classes: int, hard_labels: bool = False) -> torch.Tensor:
@@ -114,7 +121,14 @@ class Method:
     needs_text: ClassVar[bool] = False
     needs_prompt_encoder: ClassVar[bool] = False
     """True for methods whose ``fit`` runs the text encoder (takes ``prompt_encoder=``)."""
+    trains: ClassVar[bool] = True
+    head: ClassVar[str | None] = None
+    """The method whose head this one trains (None: its own). Its PGR is measured against
+    ``ceiling_<head>``: that method fitted on ground truth (e.g. logconf trains CPL's head)."""
+    """False for methods whose ``fit`` learns nothing from the targets (zero-shot)."""
     defaults: ClassVar[dict[str, Any]] = {}
+    constraints: ClassVar[dict[str, Any]] = {}
+    """Key -> constraint(s) of its value (``w2sclip.methods.params``); every default key has one."""
     grid: ClassVar[dict[str, list]] = {}
     """Hyper-parameter values model selection may try (PROTOCOL.md section 6)."""
     # A ``templates`` hyper-parameter (methods initialised from text) names the prompt-template
@@ -125,6 +139,7 @@ class Method:
         if unknown:
             raise ValueError(f"{type(self).__name__}: unknown hyper-parameter(s) {unknown}; "
                              f"valid: {sorted(self.defaults)}")
+        validate(params, self.constraints, self.name or type(self).__name__)
         self.params = {**self.defaults, **params}
 
     def get_params(self) -> dict[str, Any]:

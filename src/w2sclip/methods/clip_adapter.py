@@ -1,5 +1,6 @@
 """CLIP-Adapter: Gao et al. 2021, "CLIP-Adapter: Better Vision-Language Models with Feature
-Adapters" (arXiv 2110.04544), visual adapter on cached features (PROTOCOL.md section 4)."""
+Adapters" (arXiv 2110.04544), the visual adapter of gaopengcuhk/CLIP-Adapter ``clip_adapter.py``
+on cached features (PROTOCOL.md section 4)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,39 @@ import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_probs, as_tensor, check_features, hard, target_logits, teacher_logits
-from w2sclip.methods.training import normalized_batch, train_head
+from w2sclip.methods.params import UNIT, Interval
+from w2sclip.methods.training import budget_defaults, constraints_for, optim_kwargs, train_head
+
+SGD_AS_COOP = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine",
+               "warmup_epochs": 1.0, "warmup_lr": 1e-5, "batch_size": 32}
+"""CoOp's optimiser (KaiyangZhou/CoOp ``configs/trainers/CoOp/*.yaml``: SGD, LR 0.002, cosine,
+WARMUP_EPOCH 1 of type "constant" at WARMUP_CONS_LR 1e-5, batch 32; momentum 0.9 and weight
+decay 5e-4 from Dassl's ``dassl/config/defaults.py``). CLIP-Adapter's README runs its trainer
+with CoOp's commands and configs (``build_optimizer(self.model.adapter, cfg.OPTIM)``)."""
 
 
 class CLIPAdapter(Method):
     """A bottleneck MLP on the image feature, mixed residually, against fixed text prototypes.
 
-    On the L2-normalised feature f, ``A(f) = ReLU(ReLU(f W1^T) W2^T)`` with W1 (D/reduction x D)
-    and W2 (D x D/reduction), no bias; ``f' = ratio * A(f) + (1 - ratio) * f``;
-    ``z = s * normalize(f') . W_text^T``. Only the MLP is trained, with
-    ``T^2 KL(p_w || softmax(z / T))``. ``ratio=0`` is zero-shot.
+    As Gao et al.'s code: on the image feature f, ``A(f) = ReLU(ReLU(f W1^T) W2^T)`` with W1
+    (D/reduction x D) and W2 (D x D/reduction), no bias (torch's default init);
+    ``f' = ratio * A(f) + (1 - ratio) * f``; ``z = s * normalize(f') . W_text^T``. Their f is
+    the raw (unnormalised) CLIP feature; the cache holds ``f / |f|``. A bias-free ReLU MLP is
+    positively homogeneous (``A(c f) = c A(f)`` for c > 0), so ``normalize(f')`` and hence the
+    logits, the loss and every gradient are the same for f and for ``f / |f|``: raw features
+    are not needed (``tests/test_methods.py`` checks it). Only the MLP is trained, with
+    ``T^2 KL(p_w || softmax(z / T))``, SGD as CoOp's configs (``SGD_AS_COOP``, lr 0.002),
+    within ``training.BUDGET``. ``ratio=0`` is zero-shot.
     """
 
     name = "clip_adapter"
     description = "CLIP-Adapter: residual bottleneck MLP on image features, fixed text prototypes"
     citation = "Gao et al. 2021, arXiv 2110.04544 (CLIP-Adapter)"
     needs_text = True
-    defaults = {"ratio": 0.2, "reduction": 4, "T": 1.0, "lr": 1e-3, "epochs": 1000, "batch_size": 0,
-                "weight_decay": 0.0, "selection": "val_loss", "hard_labels": False, "seed": 0}
-    grid = {"lr": [1e-4, 1e-3, 1e-2], "ratio": [0.2, 0.6]}
+    defaults = {"ratio": 0.2, "reduction": 4, "T": 1.0, "lr": 2e-3, **budget_defaults(), **SGD_AS_COOP,
+                "hard_labels": False, "seed": 0}
+    constraints = constraints_for(defaults, ratio=UNIT, reduction=Interval(int, 1, None))
+    grid = {"lr": [2e-4, 2e-3, 2e-2], "ratio": [0.2, 0.6]}
 
     def _loss(self, logits, target_logits, progress):
         return kd_loss(logits, target_logits, T=self.params["T"])
@@ -51,20 +66,14 @@ class CLIPAdapter(Method):
         if X_val is not None:
             Xv = check_features(X_val, "X_val")
             Yv = target_logits(y_val, w.shape[0], p["hard_labels"])
-        self.history_ = train_head(list(self.adapter_.parameters()), self._logits_normalized, self._loss, X,
-                                   teacher_logits(Y), lr=p["lr"], epochs=p["epochs"],
-                                   batch_size=p["batch_size"], seed=p["seed"], selection=p["selection"],
-                                   X_val=Xv, Y_val=Yv, weight_decay=p["weight_decay"],
-                                   batch_fn=normalized_batch)
+        self.history_ = train_head(list(self.adapter_.parameters()), self._logits, self._loss, X,
+                                   teacher_logits(Y), **optim_kwargs(p), X_val=Xv, Y_val=Yv)
         self.fitted_ = True
         return self
 
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return self._logits_normalized(F.normalize(X, dim=1))
-
-    def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
+    def _logits(self, f: torch.Tensor) -> torch.Tensor:
         r = self.params["ratio"]
-        f = r * self.adapter_(v) + (1 - r) * v
+        f = r * self.adapter_(f) + (1 - r) * f
         return self.logit_scale_ * F.normalize(f, dim=1) @ self.text_weights_.T
 
     def decision_function(self, X) -> np.ndarray:

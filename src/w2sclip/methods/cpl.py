@@ -10,22 +10,26 @@ import torch.nn.functional as F
 from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_tensor, check_features, check_targets, hard, teacher_logits, to_probs
 from w2sclip.methods.linear_head import LinearHeadGrad
-from w2sclip.methods.training import train_head
+from w2sclip.methods.training import budget_defaults, constraints_for, optim_kwargs, train_head
 
 
 class CPL(Method):
     """One prototype per class, initialised from CLIP text features, distilled from weak labels.
 
     Strong logits ``s * v . normalize(W)^T``; loss ``T^2 KL(p_w || softmax(z_s / T))``; only W
-    (and s when ``learn_scale``) is trained. ``epochs=0`` leaves W at its text initialisation.
+    (and s when ``learn_scale``) is trained, with Adam (lr 1e-3: our default; the paper's
+    optimiser settings are not published), full batch, within ``training.BUDGET`` and its
+    stopping rule. ``epochs=0`` (or ``max_steps=0``) leaves W at its text initialisation.
     """
 
     name = "cpl"
+    head = "cpl"
     description = "class prototype learning: text-initialised prototypes distilled from weak labels"
     citation = "Li et al. 2025, arXiv 2511.18396"
     needs_text = True
-    defaults = {"T": 1.0, "lr": 1e-3, "epochs": 1000, "batch_size": 0, "learn_scale": False,
-                "selection": "val_loss", "hard_labels": False, "templates": "dataset", "seed": 0}
+    defaults = {"T": 1.0, "lr": 1e-3, **budget_defaults(), "batch_size": 0, "learn_scale": False,
+                "hard_labels": False, "templates": "dataset", "seed": 0}
+    constraints = constraints_for(defaults)
     grid = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "T": [1.0, 2.0]}
 
     def _loss(self, logits: torch.Tensor, target_logits: torch.Tensor, progress: float) -> torch.Tensor:
@@ -56,10 +60,9 @@ class CPL(Method):
             v = F.normalize(as_tensor(X_rows), dim=1)
             return v, self._targets(v, to_probs(y_rows, c), w0, s0)
 
-        self.history_ = train_head(params, self._logits_normalized, self._loss, X, y,
-                                   lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
-                                   seed=p["seed"], selection=p["selection"], X_val=X_val, Y_val=y_val,
-                                   on_step=on_step, batch_fn=batch, step_fn=self._grad())
+        self.history_ = train_head(params, self._logits_normalized, self._loss, X, y, **optim_kwargs(p),
+                                   X_val=X_val, Y_val=y_val, on_step=on_step, batch_fn=batch,
+                                   step_fn=self._grad())
         self.fitted_ = True
         return self
 
@@ -85,7 +88,8 @@ class CPL(Method):
 
 
 class CPLHard(CPL):
-    """CPL trained on one-hot argmax weak labels instead of soft ones."""
+    """CPL trained on one-hot argmax weak labels instead of soft ones (exactly one-hot at any T:
+    ``base.teacher_logits`` maps zero probabilities to ``-inf``)."""
 
     name = "cpl_hard"
     description = "CPL with hard (argmax) weak labels"

@@ -8,17 +8,18 @@ import torch
 from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_tensor, check_features, check_targets, teacher_logits, to_probs
 from w2sclip.methods.linear_head import LinearHeadGrad
-from w2sclip.methods.training import train_head
+from w2sclip.methods.training import budget_defaults, constraints_for, optim_kwargs, train_head
 
 
 class KDLinearProbe(Method):
-    """Linear head ``z = v W^T + b`` from zero init, trained with ``T^2 KL(p_w || softmax(z/T))``."""
+    """Linear head ``z = v W^T + b`` from zero init, trained with ``T^2 KL(p_w || softmax(z/T))``
+    (Adam, lr 1e-2, full batch; ``training.BUDGET`` and its stopping rule)."""
 
     name = "kd_lp"
     description = "linear probe from zero init trained by distillation on weak labels"
     citation = "Hinton et al. 2015 (KD); linear probe as in Radford et al. 2021"
-    defaults = {"T": 1.0, "lr": 1e-2, "epochs": 1000, "batch_size": 0, "weight_decay": 0.0,
-                "selection": "val_loss", "seed": 0}
+    defaults = {"T": 1.0, "lr": 1e-2, **budget_defaults(), "batch_size": 0, "weight_decay": 0.0, "seed": 0}
+    constraints = constraints_for(defaults)
     grid = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "weight_decay": [0.0, 1e-4]}
 
     def _loss(self, logits, target_logits, progress):
@@ -42,9 +43,7 @@ class KDLinearProbe(Method):
             return as_tensor(X_rows), teacher_logits(to_probs(y_rows, c))
 
         self.history_ = train_head([self.coef_, self.intercept_], self._logits, self._loss, X, y,
-                                   lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
-                                   seed=p["seed"], selection=p["selection"], X_val=X_val, Y_val=y_val,
-                                   weight_decay=p["weight_decay"], on_step=on_step,
+                                   **optim_kwargs(p), X_val=X_val, Y_val=y_val, on_step=on_step,
                                    batch_fn=batch, step_fn=self._grad())
         self.fitted_ = True
         return self

@@ -7,7 +7,8 @@ Heads, on a batch of features ``x`` (n, D):
 - linear (``kd_lp``): ``z = x . W^T + b``.
 
 Losses (``w2sclip.losses``, batch means): ``kd`` ``T^2 KL(p_t || softmax(z / T))``, ``logconf``
-``CE(z, (1 - a) p + a onehot(argmax z))`` and ``adaptconf``. Their gradient with respect to z
+``CE(z, (1 - a) p + a onehot(h))`` (h = argmax z, or prior-matched hardened labels) and
+``adaptconf``. Their gradient with respect to z
 is closed-form (``T (softmax(z / T) - p_t) / n`` for kd), so a step is: one matrix
 multiplication for the logits (into a reused buffer), a softmax into a second reused buffer,
 one for the gradient of the weights (C x D), and C x D work for the normalisation and Adam;
@@ -56,18 +57,25 @@ class LinearHeadGrad:
     head (its gradient is written only when it requires grad). Called as
     ``grad(x, teacher_logits, progress, full_batch)``; the teacher distribution is
     ``softmax(teacher_logits / T)`` as in ``kd_loss``. ``alpha_fn(progress)`` is logconf's
-    weight of the student's own hard label; ``theta`` is AdaptConf's temperature.
+    weight of the student's own hard label; ``matcher(logits, prior)`` its hardening
+    (``losses.PriorMatcher``; None = argmax). ``theta`` is AdaptConf's temperature, in logit units,
+    or, with ``theta_relative`` on the cosine head, in units of the logit scale (theta * s).
     """
 
     def __init__(self, weight: torch.Tensor, *, bias: torch.Tensor | None = None,
                  log_scale: torch.Tensor | None = None, loss: str = "kd", T: float = 1.0,
-                 alpha_fn: Callable[[float], float] | None = None, theta: float = 0.5) -> None:
+                 alpha_fn: Callable[[float], float] | None = None, theta: float = 0.5,
+                 matcher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 theta_relative: bool = False) -> None:
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
         if loss == "logconf" and (alpha_fn is None or T != 1.0):
             raise ValueError("the logconf loss needs alpha_fn and works at T = 1")
         self.weight, self.bias, self.log_scale = weight, bias, log_scale
         self.loss, self.T, self.alpha_fn, self.theta = loss, float(T), alpha_fn, float(theta)
+        self.theta_relative = theta_relative  # cosine head: AdaptConf's temperature is theta * s
+        self.matcher = matcher  # logconf's hardening: (logits, prior) -> labels; None = argmax
+        self._prior: tuple | None = None  # (teacher, mean teacher distribution) of the last batch
         self._buffers: dict[str, torch.Tensor] = {}
         self._cached: tuple | None = None  # (x, teacher, *_targets(x, teacher))
 
@@ -103,13 +111,19 @@ class LinearHeadGrad:
             s = self.log_scale.exp()
             M, b = (Wn * (s / T)).t(), None
             self._underflow = 2 * float(s) / T > max_safe_spread(c)  # |z / T| <= s / T
+            self._theta = self.theta * float(s) if self.theta_relative else self.theta
         else:
             M, b = (W / T).t() if T != 1.0 else W.t(), self.bias / T if T != 1.0 else self.bias
             self._underflow = True
+            self._theta = self.theta
         p_t, const, const_sum = self._targets(x, teacher, full_batch)
         loss = getattr(self, f"_{self.loss}")
         gx = gsum = None
         rows = BLOCK_ROWS if torch.get_num_threads() == 1 else n
+        if self.matcher is not None:
+            rows = n  # the hardening looks at the whole batch's logits at once
+            if self._prior is None or self._prior[0] is not teacher:
+                self._prior = (teacher, softmax_(teacher, torch.empty_like(teacher)).mean(0))
         for i in range(0, n, rows):
             xs = x[i:i + rows]
             out = self._buffer("z", len(xs), c)
@@ -144,9 +158,10 @@ class LinearHeadGrad:
         return (P.sub_(p_t) if p_t is not None else P), 1.0, self.T
 
     def _logconf(self, Z, p_t, teacher, progress):
-        """dL/dz = (softmax(z) - (1 - a) p - a onehot(argmax z)) / n."""
+        """dL/dz = (softmax(z) - (1 - a) p - a onehot(h)) / n, h = the hardened labels (the
+        argmax of z, or ``matcher(z, mean p)``: ``losses.prior_matched_labels``)."""
         a = float(self.alpha_fn(progress))
-        top = Z.argmax(1)
+        top = Z.argmax(1) if self.matcher is None else self.matcher(Z, self._prior[1])
         P = self._softmax(Z)
         if a != 0.0:
             P.index_put_((torch.arange(len(P)), top), torch.tensor(-a), accumulate=True)
@@ -158,7 +173,7 @@ class LinearHeadGrad:
         T = self.T
         zmax, top = Z.max(1)
         zt = Z.gather(1, teacher.argmax(1, keepdim=True)).squeeze(1)
-        a = torch.sigmoid((zt - zmax) * (T / self.theta))
+        a = torch.sigmoid((zt - zmax) * (T / self._theta))
         P = self._softmax(Z)
         if T == 1.0:
             G = P.addcmul_(p_t, (a - 1).unsqueeze(1))

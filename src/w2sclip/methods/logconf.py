@@ -1,50 +1,64 @@
 """Auxiliary confidence loss (logconf): Burns et al. 2023, "Weak-to-Strong Generalization:
-Eliciting Strong Capabilities With Weak Supervision", multi-class form (PROTOCOL.md section 4)."""
+Eliciting Strong Capabilities With Weak Supervision", as ``logconf_loss_fn`` in
+openai/weak-to-strong ``weak_to_strong/loss.py``, generalised to C classes (PROTOCOL.md section 4)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from w2sclip.losses import logconf_loss
+from w2sclip.losses import PriorMatcher, logconf_coef, logconf_loss
 from w2sclip.methods.cpl import CPL
 from w2sclip.methods.linear_head import LinearHeadGrad
+from w2sclip.methods.params import UNIT, Options
+from w2sclip.methods.training import constraints_for
 
-
-def logconf_alpha(progress: float, alpha_max: float = 0.5, warmup: float = 0.2) -> float:
-    """Weight of the student's own hard label at ``progress`` in [0, 1] of the training steps.
-
-    Ramps linearly from 0 to ``alpha_max`` over the first ``warmup`` fraction, then stays there.
-    """
-    if warmup <= 0:
-        return float(alpha_max)
-    return float(alpha_max) * min(1.0, max(0.0, progress) / warmup)
+HARDENINGS = ("prior", "argmax")
 
 
 class LogConf(CPL):
     """CPL's head (text-initialised prototypes, fixed logit scale) trained with logconf.
 
-    target ``(1 - a) * p_w + a * onehot(argmax z_s)`` (no gradient), loss ``CE(z_s, target)``;
-    ``a = logconf_alpha(progress, alpha_max, warmup)``. The validation loss (early stopping)
-    uses ``a = alpha_max``. With ``alpha_max=0`` it trains exactly like ``cpl`` with T = 1.
+    target ``(1 - a) * p_w + a * onehot(h)`` (no gradient), loss ``CE(z_s, target)``, with
+    ``a = logconf_coef(progress, aux_coef, warmup_frac)`` (their warm-up: ``a`` ramps as the
+    step fraction up to ``warmup_frac * aux_coef``, then jumps to ``aux_coef``). ``h`` are the
+    student's hardened predictions: with ``hardening="prior"`` (Burns et al.) the argmax of the
+    logits plus one bias per class chosen so that the hardened class frequencies of the batch
+    match the batch mean of the weak labels (``losses.prior_matched_labels``; with two classes
+    exactly their quantile threshold); ``"argmax"`` is the plain argmax. With ``aux_coef=0`` it
+    trains exactly like ``cpl`` with T = 1.
     """
 
     name = "logconf"
-    description = "CPL head trained with the auxiliary confidence loss (weak labels + own hard labels)"
+    description = "CPL head trained with the auxiliary confidence loss (weak labels + prior-matched own labels)"
     citation = "Burns et al. 2023, Weak-to-Strong Generalization (auxiliary confidence loss)"
     defaults = {**{k: v for k, v in CPL.defaults.items() if k != "T"},
-                "alpha_max": 0.5, "warmup": 0.2}
-    grid = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "alpha_max": [0.25, 0.5, 0.75]}
+                "aux_coef": 0.5, "warmup_frac": 0.1, "hardening": "prior"}
+    constraints = constraints_for(defaults, aux_coef=UNIT, warmup_frac=UNIT,
+                                  hardening=Options(str, HARDENINGS))
+    grid = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "aux_coef": [0.25, 0.5, 0.75]}
+
+    def fit(self, X, y, **kwargs) -> "LogConf":
+        prior = self.params["hardening"] == "prior"
+        # warm-started biases: one matcher for the training batches, one for hold_val
+        self._matcher, self._val_matcher = (PriorMatcher(), PriorMatcher()) if prior else (None, None)
+        try:
+            return super().fit(X, y, **kwargs)
+        finally:
+            del self._matcher, self._val_matcher
 
     def _loss(self, logits: torch.Tensor, target_logits: torch.Tensor, progress: float) -> torch.Tensor:
         # train_head hands over log-probabilities; log_softmax(.).exp() is the same teacher
-        # distribution kd_loss uses at T = 1, so alpha_max = 0 reproduces CPL bit for bit.
+        # distribution kd_loss uses at T = 1, so aux_coef = 0 reproduces CPL bit for bit.
+        # Validation calls it with progress 1.0, training steps with progress < 1.
         probs = F.log_softmax(target_logits, dim=1).exp()
-        return logconf_loss(logits, probs, self._alpha(progress))
+        matcher = self._matcher if progress < 1.0 else self._val_matcher
+        labels = matcher(logits, probs.mean(0)) if matcher is not None else None
+        return logconf_loss(logits, probs, self._alpha(progress), hard_labels=labels)
 
     def _alpha(self, progress: float) -> float:
-        return logconf_alpha(progress, self.params["alpha_max"], self.params["warmup"])
+        return logconf_coef(progress, self.params["aux_coef"], self.params["warmup_frac"])
 
     def _grad(self) -> LinearHeadGrad:
         return LinearHeadGrad(self.prototypes_, log_scale=self.log_scale_, loss="logconf",
-                              alpha_fn=self._alpha)
+                              alpha_fn=self._alpha, matcher=self._matcher)

@@ -1,5 +1,6 @@
 """Tip-Adapter-F: Zhang et al. 2022, "Tip-Adapter: Training-free Adaption of CLIP for Few-shot
-Classification" (ECCV), with the weak labels as cache values (PROTOCOL.md section 4)."""
+Classification" (ECCV), with the weak labels as cache values (PROTOCOL.md section 4); training as
+``run_tip_adapter_F`` in gaopengcuhk/Tip-Adapter ``main.py``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 
 from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_probs, as_tensor, check_features, hard, target_logits, teacher_logits
-from w2sclip.methods.training import normalized_batch, train_head
+from w2sclip.methods.params import NON_NEGATIVE
+from w2sclip.methods.training import budget_defaults, constraints_for, normalized_batch, optim_kwargs, train_head
 
 _CHUNK = 4096  # rows per block at prediction: the affinity matrix is (rows, N_cache)
 
@@ -20,16 +22,20 @@ class TipAdapterF(Method):
     ``z = s * v . W_text^T + alpha * A(v) . values`` with ``A = exp(-beta * (1 - v . keys^T))``;
     keys (N, D) start as the L2-normalised training features and are the only trained
     parameters; values (N, C) are the training targets as probabilities (weak soft labels, or
-    one-hot for hard labels), fixed. Loss ``T^2 KL(p_w || softmax(z / T))``. ``epochs=0`` is the
-    training-free Tip-Adapter; ``alpha=0`` is zero-shot.
+    one-hot for hard labels), fixed. Loss ``T^2 KL(p_w || softmax(z / T))``. Optimiser as their
+    code: AdamW (lr 1e-3, eps 1e-4, torch's default weight decay 0.01), cosine schedule, batch
+    256; the budget and stopping rule are ``training.BUDGET``'s (their 20 epochs are not).
+    ``epochs=0`` is the training-free Tip-Adapter; ``alpha=0`` is zero-shot.
     """
 
     name = "tip_adapter_f"
     description = "Tip-Adapter-F: zero-shot plus a fine-tuned feature cache whose values are the weak labels"
     citation = "Zhang et al. 2022, ECCV (Tip-Adapter)"
     needs_text = True
-    defaults = {"alpha": 1.0, "beta": 5.5, "T": 1.0, "lr": 1e-3, "epochs": 20, "batch_size": 0,
-                "selection": "val_loss", "hard_labels": False, "seed": 0}
+    defaults = {"alpha": 1.0, "beta": 5.5, "T": 1.0, "lr": 1e-3, **budget_defaults(), "batch_size": 256,
+                "optimizer": "adamw", "weight_decay": 0.01, "eps": 1e-4, "schedule": "cosine",
+                "hard_labels": False, "seed": 0}
+    constraints = constraints_for(defaults, alpha=NON_NEGATIVE, beta=NON_NEGATIVE)
     grid = {"alpha": [0.5, 1.0, 2.0], "beta": [1.0, 5.5]}
 
     def _loss(self, logits, target_logits, progress):
@@ -52,9 +58,7 @@ class TipAdapterF(Method):
             Xv = check_features(X_val, "X_val")
             Yv = target_logits(y_val, w.shape[0], p["hard_labels"])
         self.history_ = train_head([self.keys_], self._logits_normalized, self._loss, X, teacher_logits(Y),
-                                   lr=p["lr"], epochs=p["epochs"], batch_size=p["batch_size"],
-                                   seed=p["seed"], selection=p["selection"], X_val=Xv, Y_val=Yv,
-                                   batch_fn=normalized_batch)
+                                   **optim_kwargs(p), X_val=Xv, Y_val=Yv, batch_fn=normalized_batch)
         self.fitted_ = True
         return self
 

@@ -1,11 +1,19 @@
 """The training loop shared by the methods that learn a head on cached features.
 
-Adam on the given parameters; full batch when ``batch_size`` is 0 or >= N. Stopping:
-``selection="fixed"`` trains all epochs; ``"val_loss"`` keeps the parameters with the lowest
-loss on (X_val, y_val) and ``"val_acc"`` those with the highest argmax agreement with y_val:
-with weak labels that is the weak-label loss / agreement on ``hold_val``, with ground truth (the
-ceilings) the ground-truth loss / accuracy. Evaluation every ``eval_every`` steps; training
-stops after ``patience`` evaluations without improvement. No test labels are ever involved.
+One budget and one stopping rule for every trained method (PROTOCOL.md section 5): at most
+``BUDGET.max_steps`` optimiser steps; every ``BUDGET.eval_every`` steps the loss against the
+targets of the validation set (``hold_val``'s weak labels; the ground truth only for the
+ceilings) is computed; training stops after ``BUDGET.patience`` evaluations without an
+improvement of more than ``BUDGET.min_delta`` (relative), and the parameters of the best
+evaluation are restored. Each method's defaults take these numbers from ``BUDGET``, so the
+budget is changed in one place. ``selection="val_acc"`` scores argmax agreement instead of the
+loss, ``"fixed"`` trains the whole budget. No test labels are ever involved.
+
+The optimiser, its step size and schedule are part of each method (its paper's):
+``optimizer="adam"`` (``torch.optim.Adam``), ``"adamw"`` (``torch.optim.AdamW``, decoupled
+weight decay) or ``"sgd"`` (``torch.optim.SGD`` with momentum); ``schedule="cosine"`` anneals
+the step size to 0 over the budget (``CosineAnnealingLR`` stepped per step) after
+``warmup_epochs`` epochs at the constant ``warmup_lr`` (Dassl's "constant" warm-up, as CoOp).
 
 Gradients come from autograd through ``loss_fn(logits_fn(x), y, progress)``, or from a
 ``step_fn`` that writes them directly (the linear heads, ``linear_head.py``: two matrix
@@ -15,28 +23,95 @@ of one batch (and one validation block) are read into memory at a time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from w2sclip.methods.base import as_tensor
+from w2sclip.methods.params import BOOL, NON_NEGATIVE, NONE, POSITIVE, SEED, Interval, Options
 
 SELECTIONS = ("val_loss", "val_acc", "fixed")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The training budget and stopping rule every trained method uses by default."""
+
+    max_steps: int = 3000
+    """Cap on optimiser steps (full-batch steps for the linear heads)."""
+    eval_every: int = 5
+    """Steps between two evaluations on the validation set."""
+    patience: int = 20
+    """Evaluations without improvement before training stops."""
+    min_delta: float = 1e-4
+    """An evaluation improves when its loss is below ``best * (1 - min_delta)`` (relative)."""
+
+
+BUDGET = Budget()
+
+
+def budget_defaults() -> dict[str, Any]:
+    """The budget keys of a trained method's ``defaults``."""
+    return {"max_steps": BUDGET.max_steps, "epochs": None, "eval_every": BUDGET.eval_every,
+            "patience": BUDGET.patience, "selection": "val_loss"}
+
+
+def _templates():
+    from w2sclip.models.strong.openclip import TEMPLATE_SETS
+
+    return Options(str, TEMPLATE_SETS)
+
+
+TRAINING_CONSTRAINTS: dict[str, Any] = {
+    "lr": POSITIVE, "T": POSITIVE, "weight_decay": NON_NEGATIVE, "momentum": Interval(float, 0, 1, "left"),
+    "max_steps": Interval(int, 0, None), "epochs": [NONE, Interval(int, 0, None)],
+    "eval_every": Interval(int, 1, None), "patience": Interval(int, 1, None),
+    "batch_size": Interval(int, 0, None), "selection": Options(str, SELECTIONS),
+    "optimizer": Options(str, OPTIMIZERS), "schedule": Options(str, SCHEDULES),
+    "warmup_epochs": Interval(float, 0, None, "left"), "warmup_lr": POSITIVE, "eps": POSITIVE,
+    "hard_labels": BOOL, "learn_scale": BOOL, "seed": SEED, "templates": _templates(),
+}
+"""Constraints of the keys methods share (``w2sclip.methods.params``)."""
+
+
+def constraints_for(defaults: dict[str, Any], **specific: Any) -> dict[str, Any]:
+    """A method's ``constraints``: the shared ones of its default keys, plus ``specific``."""
+    return {**{k: TRAINING_CONSTRAINTS[k] for k in defaults if k in TRAINING_CONSTRAINTS}, **specific}
+
+
+def optim_kwargs(p: dict[str, Any]) -> dict[str, Any]:
+    """``train_head`` keyword arguments of the budget and optimiser keys of a method's params."""
+    keys = ("lr", "max_steps", "epochs", "eval_every", "patience", "batch_size", "seed", "selection",
+            "weight_decay", "optimizer", "momentum", "eps", "schedule", "warmup_epochs", "warmup_lr")
+    return {k: p[k] for k in keys if k in p}
+
+
+def total_steps(n: int, batch_size: int, max_steps: int, epochs: int | None) -> int:
+    """Steps a fit takes at most: ``epochs`` passes over n rows when given, else ``max_steps``."""
+    bs = n if batch_size <= 0 or batch_size >= n else batch_size
+    return max_steps if epochs is None else epochs * -(-n // max(bs, 1))
 
 
 class Adam:
-    """``torch.optim.Adam``'s update (single-tensor path, bit for bit) with less per-step overhead.
+    """``torch.optim.Adam``'s update (single-tensor path, bit for bit) with less per-step overhead;
+    with ``decoupled=True`` ``torch.optim.AdamW``'s (weight decay ``p *= 1 - lr * wd`` first).
 
     The heads here take ~1000 tiny steps per fit, where ``torch.optim.Adam.step`` costs more
-    than the arithmetic; ``tests/test_linear_head.py`` checks equality with torch's Adam.
+    than the arithmetic; ``tests/test_linear_head.py`` checks equality with torch's optimisers.
+    ``lr`` may be changed between steps (schedules).
     """
 
     def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, decoupled: bool = False) -> None:
         self.params, self.lr, self.weight_decay, self.eps = list(params), lr, weight_decay, eps
         self.beta1, self.beta2 = betas
+        self.decoupled = decoupled
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.steps = 0
@@ -50,10 +125,67 @@ class Adam:
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
             if p.grad is None:
                 continue
-            g = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+            g = p.grad
+            if self.weight_decay != 0:
+                if self.decoupled:
+                    p.mul_(1 - self.lr * self.weight_decay)
+                else:
+                    g = g.add(p, alpha=self.weight_decay)
             m.lerp_(g, 1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             p.addcdiv_(m, (v.sqrt() / bias_correction2_sqrt).add_(self.eps), value=-step_size)
+
+
+class SGD:
+    """``torch.optim.SGD``'s update with momentum (no dampening, not Nesterov), bit for bit:
+    ``g += wd * p``; ``buf = g`` at the first step, else ``buf = momentum * buf + g``;
+    ``p -= lr * buf``. ``lr`` may be changed between steps (schedules)."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, momentum: float = 0.9,
+                 weight_decay: float = 0.0) -> None:
+        self.params, self.lr, self.momentum, self.weight_decay = list(params), lr, momentum, weight_decay
+        self.buf: list[torch.Tensor | None] = [None] * len(self.params)
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            g = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+            if self.momentum != 0:
+                if self.buf[i] is None:
+                    self.buf[i] = torch.clone(g).detach()
+                else:
+                    self.buf[i].mul_(self.momentum).add_(g)
+                g = self.buf[i]
+            p.add_(g, alpha=-self.lr)
+
+
+def make_optimizer(params: list[torch.Tensor], name: str, lr: float, weight_decay: float = 0.0,
+                   momentum: float = 0.9, eps: float = 1e-8):
+    """``adam`` | ``adamw`` | ``sgd`` (see the module docstring)."""
+    if name == "sgd":
+        return SGD(params, lr, momentum=momentum, weight_decay=weight_decay)
+    if name in ("adam", "adamw"):
+        return Adam(params, lr, weight_decay=weight_decay, eps=eps, decoupled=name == "adamw")
+    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def lr_at(step: int, lr: float, total: int, schedule: str = "constant", warmup_steps: int = 0,
+          warmup_lr: float = 1e-5) -> float:
+    """Step size of optimiser step ``step`` (0-based) of ``total``: ``warmup_lr`` for the first
+    ``warmup_steps`` steps, then ``lr`` (constant) or ``lr * (1 + cos(pi * t / T)) / 2`` with
+    t, T counted after the warm-up (cosine)."""
+    if step < warmup_steps:
+        return warmup_lr
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    span = max(total - warmup_steps, 1)
+    return lr * (1 + math.cos(math.pi * (step - warmup_steps) / span)) / 2
 
 
 def take_rows(a, idx) -> Any:
@@ -74,21 +206,35 @@ def normalized_batch(X_rows, Y_rows) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tensor],
                loss_fn: Callable[[torch.Tensor, Any, float], torch.Tensor],
-               X, Y, *, lr: float, epochs: int, batch_size: int, seed: int,
-               selection: str = "val_loss", X_val=None, Y_val=None, eval_every: int = 5,
-               patience: int = 20, weight_decay: float = 0.0,
+               X, Y, *, lr: float, batch_size: int, seed: int,
+               max_steps: int = BUDGET.max_steps, epochs: int | None = None,
+               selection: str = "val_loss", X_val=None, Y_val=None, eval_every: int = BUDGET.eval_every,
+               patience: int = BUDGET.patience, min_delta: float = BUDGET.min_delta,
+               weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9,
+               eps: float = 1e-8, schedule: str = "constant", warmup_epochs: float = 0,
+               warmup_lr: float = 1e-5,
                on_step: Callable[[int], None] | None = None,
                batch_fn: Callable[[Any, Any], tuple] | None = None,
                step_fn: Callable[[Any, Any, float, bool], None] | None = None) -> dict:
-    """Train ``params`` in place; returns a history dict (best step, losses).
+    """Train ``params`` in place; returns the history (see below).
 
-    ``batch_fn(X_rows, Y_rows) -> (x, y)`` turns rows of X, Y (or of X_val, Y_val) into what
-    ``logits_fn`` and ``loss_fn`` take (default: tensors of the rows); it runs once in
-    full-batch mode and per minibatch otherwise. ``step_fn(x, y, progress, full_batch)``, when
-    given, writes the parameters' ``.grad`` instead of autograd (``full_batch`` says the same
-    batch comes back every step, so whatever depends only on it may be cached).
-    ``on_step(step)``, when given, is called at step 0 and after every optimiser step (used by
-    the model-selection study to look at the whole trajectory).
+    At most ``max_steps`` steps, or exactly ``epochs`` passes over X when ``epochs`` is given
+    (``total_steps``). ``batch_fn(X_rows, Y_rows) -> (x, y)`` turns rows of X, Y (or of X_val,
+    Y_val) into what ``logits_fn`` and ``loss_fn`` take (default: tensors of the rows); it runs
+    once in full-batch mode and per minibatch otherwise. ``step_fn(x, y, progress, full_batch)``,
+    when given, writes the parameters' ``.grad`` instead of autograd (``full_batch`` says the
+    same batch comes back every step, so whatever depends only on it may be cached).
+    ``progress`` is the step's fraction of the budget (``step / total``). ``on_step(step)``,
+    when given, is called at step 0 and after every optimiser step.
+
+    Validation scores ``loss_fn(logits_fn(x), y, 1.0)`` on ``batch_fn``'s batches of (X_val,
+    Y_val): each method's own training objective (at the end of its schedules) against the
+    targets hold_val's weak labels give it.
+
+    History: ``stop_step`` (the step training ended at), ``best_step`` (the step whose
+    parameters were kept), ``hit_cap`` (True when training ran to the end of the budget rather
+    than stopping early), ``max_steps`` (the budget in steps), ``val_score`` (the kept
+    evaluation's score), ``selection``, and ``steps_run`` (= ``stop_step``).
     """
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
@@ -99,8 +245,10 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
     n = len(X)
     bs = n if batch_size <= 0 or batch_size >= n else batch_size
     full = bs == n
-    total = epochs * -(-n // bs)
-    opt = Adam(params, lr=lr, weight_decay=weight_decay)
+    per_epoch = -(-n // bs)
+    total = total_steps(n, batch_size, max_steps, epochs)
+    warmup_steps = int(math.ceil(warmup_epochs * per_epoch))
+    opt = make_optimizer(params, optimizer, lr, weight_decay=weight_decay, momentum=momentum, eps=eps)
     validate = selection != "fixed"
     val_blocks = _ValBlocks(X_val, Y_val, batch_fn, n if full else bs) if validate else None
 
@@ -110,15 +258,16 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
 
     best = {"step": 0, "val_score": val_score() if validate else None,
             "state": [p.detach().clone() for p in params]}
-    step, bad = 0, 0
-    fixed_batch = batch_fn(X, Y) if full and epochs > 0 else None
+    step, bad, early = 0, 0, False
+    fixed_batch = batch_fn(X, Y) if full and total > 0 else None
     if on_step is not None:
         on_step(0)
-    for _ in range(epochs):
+    while step < total and not early:
         order = torch.randperm(n, generator=gen).numpy() if not full else None
         for i in range(0, n, bs):
             x, y = fixed_batch if full else batch_fn(*(take_rows(a, np.sort(order[i:i + bs])) for a in (X, Y)))
             progress = step / max(total, 1)
+            opt.lr = lr_at(step, lr, total, schedule, warmup_steps, warmup_lr)
             if step_fn is not None:
                 step_fn(x, y, progress, full)
             else:
@@ -131,24 +280,22 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
                 on_step(step)
             if validate and (step % eval_every == 0 or step == total):
                 v = val_score()
-                if v < best["val_score"] - 1e-6:
+                if v < best["val_score"] - min_delta * abs(best["val_score"]):
                     best = {"step": step, "val_score": v, "state": [p.detach().clone() for p in params]}
                     bad = 0
                 else:
                     bad += 1
-                if bad >= patience:
-                    break
-        else:
-            continue
-        break
+                early = bad >= patience and step < total
+            if early or step >= total:
+                break
     if validate:
         with torch.no_grad():
             for p, s in zip(params, best["state"]):
                 p.copy_(s)
     else:
         best = {"step": step, "val_score": None}
-    return {"steps_run": step, "best_step": best["step"], "val_score": best["val_score"],
-            "selection": selection}
+    return {"stop_step": step, "best_step": best["step"], "hit_cap": not early, "max_steps": total,
+            "val_score": best["val_score"], "selection": selection, "steps_run": step}
 
 
 class _ValBlocks:

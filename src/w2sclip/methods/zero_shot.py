@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from w2sclip.methods.base import Method, check_features
+from w2sclip.methods.training import constraints_for
 
 
 class ZeroShot(Method):
@@ -14,7 +15,10 @@ class ZeroShot(Method):
     description = "zero-shot CLIP: prompt-ensemble text embeddings as the classifier"
     citation = "Radford et al. 2021, ICML (CLIP)"
     needs_text = True
+    trains = False
+    head = "cpl"  # the CPL head at its text initialisation
     defaults = {"templates": "dataset", "seed": 0}
+    constraints = constraints_for(defaults)
 
     def fit(self, X, y=None, *, text_weights=None, logit_scale=None, X_val=None, y_val=None) -> "ZeroShot":
         if X is not None:

@@ -104,9 +104,10 @@ class StrongModel:
             feats = self.model.encode_image(x)
         return F.normalize(feats.float(), dim=-1).cpu()
 
-    def prompt_encoder(self, classnames: list[str]) -> PromptEncoder:
-        """A CoOp prompt encoder over this model's frozen text tower."""
-        return PromptEncoder(self.model, self.tokenizer, classnames)
+    def prompt_encoder(self, classnames: list[str], templates: list[str] | None = None) -> PromptEncoder:
+        """A CoOp prompt encoder over this model's frozen text tower; ``templates`` are the
+        dataset's prompt templates (CoOp's ``templates="dataset"`` starts from them)."""
+        return PromptEncoder(self.model, self.tokenizer, classnames, templates)
 
     @torch.no_grad()
     def text_weights(self, classnames: list[str], templates: list[str]) -> np.ndarray:
@@ -196,43 +197,99 @@ def _create(spec, w, device: str, precision: str, cache_dir: str | None):
 
 
 class PromptEncoder(torch.nn.Module):
-    """CoOp's text side: prompts ``[V_1 .. V_M] <class>.`` through the frozen CLIP text tower.
+    """CoOp's text side: prompts ``[V_1 .. V_M] <class><suffix>`` through the frozen CLIP text tower.
 
-    ``prepare(ctx_init)`` tokenises ``"<ctx_init> <class>."`` for every class and returns the
-    token embeddings of the ``ctx_init`` words as the initial context (M, width); ``forward(ctx)``
-    replaces those M positions by ``ctx`` and returns normalised class features (C, D). Only
-    open_clip's ``CLIP`` text tower (token embedding + transformer) is supported.
+    ``prepare_templates(templates)`` takes prompt templates ``"<prefix> {}<suffix>"`` (e.g.
+    ``"a sketch of a {}."``): per template, the token embeddings of the prefix words are the
+    initial context (M_t, width), learned; the start token, the class name, the suffix and the
+    end token stay fixed (CoOp's class token at the "end", its suffix "." generalised to the
+    template's). ``forward(ctxs)`` with one context per template returns the class features (C, D):
+    per template the normalised text features, averaged over templates, normalised again: the
+    prompt ensemble of ``StrongModel.text_weights``, so at its initialisation it reproduces them.
+    ``prepare(ctx_init)`` is the one-template form ``"<ctx_init> {}."`` and ``forward(ctx)`` then
+    takes a single tensor. ``templates`` given at construction are the dataset's (what a
+    method's ``templates="dataset"`` means). Only open_clip's ``CLIP`` text tower (token
+    embedding + transformer) is supported.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, classnames: list[str]) -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer, classnames: list[str],
+                 templates: list[str] | None = None) -> None:
         super().__init__()
         if not hasattr(model, "token_embedding"):
             raise ValueError(f"CoOp needs an open_clip CLIP text tower with a token embedding; "
                              f"{type(model).__name__} has none (HF text towers are not supported)")
         self.model, self.tokenizer = model, tokenizer
         self.classnames = [c.replace("_", " ") for c in classnames]
+        self.templates = list(templates) if templates is not None else None
         self.n_ctx = 0
+        self._slots: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (tokens, prefix, suffix)
 
-    def prepare(self, ctx_init: str = "a photo of a") -> torch.Tensor:
-        """Set the context words; returns their embeddings (M, width) as the initial context."""
-        n_ctx = int((self.tokenizer([ctx_init])[0] > 0).sum()) - 2  # minus start and end tokens
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _n_words(self, text: str) -> int:
+        return int((self.tokenizer([text])[0] > 0).sum()) - 2  # minus start and end tokens
+
+    def _slot(self, template: str) -> torch.Tensor:
+        """Prepare one template; returns its initial context (M, width)."""
+        if template.count("{}") != 1:
+            raise ValueError(f"prompt template {template!r} must contain '{{}}' exactly once (the class name)")
+        prefix = template.split("{}")[0].strip()
+        n_ctx = self._n_words(prefix) if prefix else 0
         if n_ctx < 1:
-            raise ValueError(f"ctx_init {ctx_init!r} has no words")
-        device = next(self.model.parameters()).device
-        tokens = self.tokenizer([f"{ctx_init} {c}." for c in self.classnames]).to(device)
+            raise ValueError(f"CoOp learns the words before the class name and template {template!r} "
+                             f"has none; use templates with a prefix (e.g. 'a photo of a {{}}.')")
+        tokens = self.tokenizer([template.format(c) for c in self.classnames]).to(self._device())
+        ref = self.tokenizer([prefix])[0, 1:1 + n_ctx].to(tokens.device)
+        if not torch.equal(tokens[:, 1:1 + n_ctx], ref.expand(len(self.classnames), -1)):
+            raise ValueError(f"template {template!r}: its prefix does not tokenise the same with the "
+                             f"class names inserted; put a space before '{{}}'")
         with torch.no_grad():
             emb = self.model.token_embedding(tokens)
-        self.register_buffer("tokens", tokens, persistent=False)
-        self.register_buffer("prefix", emb[:, :1].clone(), persistent=False)
-        self.register_buffer("suffix", emb[:, 1 + n_ctx:].clone(), persistent=False)
-        self.n_ctx = n_ctx
+        self._slots.append((tokens, emb[:, :1].clone(), emb[:, 1 + n_ctx:].clone()))
         return emb[0, 1:1 + n_ctx].clone()
 
-    def forward(self, ctx: torch.Tensor) -> torch.Tensor:
+    def prepare_templates(self, templates: list[str]) -> list[torch.Tensor]:
+        """Set the templates; returns their initial contexts, one (M_t, width) tensor each."""
+        if not templates:
+            raise ValueError("CoOp needs at least one prompt template")
+        self._slots = []
+        ctxs = [self._slot(t) for t in templates]
+        if getattr(self.model, "attn_mask", None) is not None:
+            # causal text tower: each end token's features depend only on the tokens up to it, so
+            # the padding after the longest prompt is cut (the same features, several times less work)
+            n = max(int(tok.argmax(dim=-1).max()) + 1 for tok, _, _ in self._slots)
+            self._slots = [(tok[:, :n], pre, suf[:, :n - 1 - (tok.shape[1] - 1 - suf.shape[1])])
+                           for tok, pre, suf in self._slots]
+        self.n_ctx = ctxs[0].shape[0]
+        return ctxs
+
+    def prepare(self, ctx_init: str = "a photo of a") -> torch.Tensor:
+        """Set the context words (one template ``"<ctx_init> {}."``); returns their embeddings (M, width)."""
+        if self._n_words(ctx_init) < 1:
+            raise ValueError(f"ctx_init {ctx_init!r} has no words")
+        return self.prepare_templates([f"{ctx_init} {{}}."])[0]
+
+    def _encode(self, ctxs: list[torch.Tensor]) -> torch.Tensor:
+        """Normalised features (T, C, D) of every (template, class) prompt, in one batch."""
         m = self.model
         c = len(self.classnames)
-        x = torch.cat([self.prefix, ctx.unsqueeze(0).expand(c, -1, -1), self.suffix], dim=1)
-        x = m.transformer(x + m.positional_embedding, attn_mask=m.attn_mask)
-        x = m.ln_final(x)[torch.arange(c, device=x.device), self.tokens.argmax(dim=-1)]
+        x = torch.cat([torch.cat([pre, ctx.unsqueeze(0).expand(c, -1, -1), suf], dim=1)
+                       for ctx, (_, pre, suf) in zip(ctxs, self._slots)])
+        if len({t.shape[1] for t, _, _ in self._slots}) != 1:  # a non-causal tower keeps 77 tokens each
+            raise AssertionError("prompt slots of different lengths")
+        tokens = torch.cat([t for t, _, _ in self._slots])
+        n = x.shape[1]
+        mask = m.attn_mask[:n, :n] if m.attn_mask is not None else None
+        x = m.transformer(x + m.positional_embedding[:n], attn_mask=mask)
+        x = m.ln_final(x)[torch.arange(len(x), device=x.device), tokens.argmax(dim=-1)]
         x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
-        return F.normalize(x, dim=-1)
+        return F.normalize(x, dim=-1).view(len(ctxs), c, -1)
+
+    def forward(self, ctx) -> torch.Tensor:
+        """Class features (C, D) of one context (M, width) or of one context per template."""
+        ctxs = [ctx] if isinstance(ctx, torch.Tensor) else list(ctx)
+        if len(ctxs) != len(self._slots):
+            raise ValueError(f"{len(ctxs)} context(s) for {len(self._slots)} prepared template(s)")
+        feats = self._encode(ctxs)
+        return feats[0] if len(ctxs) == 1 else F.normalize(feats.mean(0), dim=-1)

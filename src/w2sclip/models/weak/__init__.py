@@ -45,6 +45,11 @@ def _kind(kind: str) -> type[WeakSupervisor]:
     return WEAK_MODELS[kind]
 
 
+def get_weak_class(spec: str) -> type[WeakSupervisor]:
+    """The class of a weak spec's kind (``needs_training`` says whether it reads D_train labels)."""
+    return _kind(str(spec).partition(":")[0])
+
+
 def get_weak(spec: str, **options) -> WeakSupervisor:
     """The weak supervisor of ``spec`` (``KIND:ARG``) with ``options``; unknown options name the valid ones."""
     kind, sep, arg = str(spec).partition(":")
@@ -58,4 +63,4 @@ def get_weak(spec: str, **options) -> WeakSupervisor:
     return cls(arg.strip(), **options)
 
 
-__all__ = ["WEAK_MODELS", "WeakSupervisor", "get_weak", "weak_options"]
+__all__ = ["WEAK_MODELS", "WeakSupervisor", "get_weak", "get_weak_class", "weak_options"]

@@ -35,6 +35,8 @@ class WeakSupervisor:
 
     name: str
     needs_training = True
+    protocol = "in_domain"
+    """The protocol of runs with this weak kind (label-free kinds name their own; PROTOCOL.md 1)."""
     kind = ""
 
     def fit(self, train, seed: int = 0) -> WeakSupervisor:
@@ -79,19 +81,26 @@ def subsample(dataset, labels_per_class: int | None, seed: int):
 
 
 class _Safe(torch.utils.data.Dataset):
-    """Yields (image, label, index), or (None, label, index) for an unreadable image."""
+    """Yields (image, label, index), or (None, label, index) for an unreadable image. With
+    ``draft``, images are read by ``dataset.load_image(i, draft=draft)`` (JPEGs at reduced size)."""
 
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset, draft: int | None = None) -> None:
+        self.dataset, self.draft = dataset, draft
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def _read(self, i: int):
+        if not self.draft:
+            return self.dataset[i]
+        img, y = self.dataset.load_image(i, draft=self.draft), self.dataset.samples[i][1]
+        return (self.dataset.transform(img) if self.dataset.transform else img), y
 
     def __getitem__(self, i: int):
         from w2sclip.data.images import BadImageError
 
         try:
-            x, y = self.dataset[i]
+            x, y = self._read(i)
         except BadImageError as e:
             log.debug("skipping %s", e)
             return None, -1, i
@@ -108,10 +117,12 @@ def _collate(batch):
 
 
 def make_loader(dataset, transform, batch_size: int, shuffle: bool = False, seed: int = 0,
-                num_workers: int = 0, device: str = "cpu") -> torch.utils.data.DataLoader:
-    """A DataLoader of (x, y, indices, bad_indices) batches; unreadable images are left out."""
+                num_workers: int = 0, device: str = "cpu", draft: int | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader of (x, y, indices, bad_indices) batches; unreadable images are left out.
+    ``draft``: decode JPEGs at reduced size, shorter side >= ``draft`` px (``open_image``)."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(_Safe(dataset.with_transform(transform)), batch_size=batch_size,
+    draft = draft if hasattr(dataset, "samples") else None
+    return torch.utils.data.DataLoader(_Safe(dataset.with_transform(transform), draft), batch_size=batch_size,
                                        shuffle=shuffle, generator=gen, num_workers=num_workers,
                                        collate_fn=_collate, pin_memory=str(device).startswith("cuda"))
 

@@ -27,6 +27,7 @@ class ClipTeacher(WeakSupervisor):
     cache_dir: str | None = None
     kind = "clip"
     needs_training = False
+    protocol = "weak_clip"
 
     def __post_init__(self) -> None:
         from w2sclip.models.strong.openclip import TEMPLATE_SETS

@@ -18,6 +18,7 @@ from w2sclip.models.weak.base import (
     seed_all,
     subsample,
 )
+from w2sclip.models.weak.decoded import TRAIN_DECODE, augmented_loader, store_side, train_transform
 
 
 def _call(model, x):
@@ -68,7 +69,7 @@ class HFWeak(WeakSupervisor):
         import transformers
 
         ident = super().identity()
-        ident["transformers"] = transformers.__version__
+        ident["transformers"], ident["decode"] = transformers.__version__, TRAIN_DECODE
         if Path(self.name).expanduser().is_dir():
             from w2sclip.models.hub import sha256_file
 
@@ -107,12 +108,14 @@ class HFWeak(WeakSupervisor):
         return processor, model
 
     def _train_transform(self, processor):
-        from torchvision import transforms as T
-
+        """Random resized crop (scale 0.5-1, bicubic) and flip of uint8 tensors, then the processor's mean/std."""
         side = self.input_size or _side(processor)
-        return T.Compose([T.RandomResizedCrop(side, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                          T.RandomHorizontalFlip(), T.ToTensor(),
-                          T.Normalize(list(processor.image_mean), list(processor.image_std))])
+        return train_transform(side, processor.image_mean, processor.image_std, scale=(0.5, 1.0),
+                               interpolation="bicubic")
+
+    def _decode_side(self, processor) -> int:
+        """The side images are decoded at (>= the processor's resize before its crop)."""
+        return store_side(self.input_size or _side(processor), getattr(processor, "crop_pct", None))
 
     def _eval_transform(self, processor):
         n = self.input_size
@@ -128,9 +131,9 @@ class HFWeak(WeakSupervisor):
         """Fine-tune on ``train`` (at most ``labels_per_class`` per class) under ``seed``."""
         seed_all(seed)
         processor, model = self._load(list(train.classnames))
-        loader = make_loader(subsample(train, self.labels_per_class, seed), self._train_transform(processor),
-                             self.batch_size, shuffle=True, seed=seed, num_workers=self.num_workers,
-                             device=self.device)
+        loader = augmented_loader(subsample(train, self.labels_per_class, seed), self._train_transform(processor),
+                                  self._decode_side(processor), self.batch_size, seed, self.num_workers,
+                                  self.device, what=f"weak model {self.kind}:{self.name}")
         self.model_ = finetune(model, _call, loader, self.epochs, self.lr, self.weight_decay, self.device,
                                what=f"weak model {self.kind}:{self.name}")
         self.processor_, self.n_classes_ = processor, len(train.classnames)
@@ -140,7 +143,8 @@ class HFWeak(WeakSupervisor):
         """Logits (N, C) through the model's own image processor."""
         self._check_fitted()
         loader = make_loader(dataset, self._eval_transform(self.processor_), 2 * self.batch_size,
-                             num_workers=self.num_workers, device=self.device)
+                             num_workers=self.num_workers, device=self.device,
+                             draft=self._decode_side(self.processor_))
         return predict(self.model_, _call, loader, len(dataset), self.n_classes_, self.device,
                        what=f"weak model {self.kind}:{self.name}")
 

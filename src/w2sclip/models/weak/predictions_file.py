@@ -33,9 +33,16 @@ def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray, list[str]
     """(paths, values (N, C), class names or None, probs flag from the key name or None) of a file."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise ValueError(f"weak predictions file {path} is empty (0 bytes); write the predictions again "
+                         f"(format: paths + logits or probs, see docs/backbones.md) or fix the weak=file: path")
     if suffix == ".csv":
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ValueError(f"weak predictions file {path} is not a readable UTF-8 CSV ({e}); write it "
+                             f"again") from None
         if not rows or not rows[0] or rows[0][0].strip().lower() != "path":
             raise ValueError(f"{path}: a predictions CSV starts with the header path,<class 0>,...,<class C-1>")
         try:
@@ -43,25 +50,50 @@ def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray, list[str]
         except ValueError as e:
             raise ValueError(f"{path}: non-numeric prediction value ({e})") from None
         return [r[0] for r in rows[1:]], values.reshape(len(rows) - 1, len(rows[0]) - 1), rows[0][1:], None
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    elif suffix in (".pt", ".pth"):
-        import torch
-
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    elif suffix == ".json":
-        data = json.loads(path.read_text())
-    else:
+    if suffix not in SUFFIXES:
         raise ValueError(f"{path}: unknown predictions format {suffix!r}; use one of {', '.join(SUFFIXES)}")
+    try:
+        data = _load_mapping(path, suffix)
+    except Exception as e:  # noqa: BLE001 - any decoding failure of the user's file is named
+        if "allow_pickle" in str(e) and (suffix != ".npz" or _is_zip(path)):
+            raise ValueError(f"weak predictions file {path} holds pickled Python objects, which are never "
+                             f"loaded; save paths as a string array (np.array(paths, dtype=str)) and the "
+                             f"values as a number array") from None
+        what = {".npz": "an .npz archive (numpy.savez)", ".json": "JSON"}.get(suffix, "a torch.save file")
+        raise ValueError(f"weak predictions file {path} is not readable as {what} ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'truncated or corrupt'}); the file is truncated "
+                         f"or corrupt: write it again") from None
     if not isinstance(data, dict) or "paths" not in data or not ({"logits", "probs"} & set(data)):
         raise ValueError(f"{path}: expected a mapping with 'paths' and 'logits' or 'probs' "
                          f"(got {sorted(data) if isinstance(data, dict) else type(data).__name__})")
     key = "probs" if "probs" in data else "logits"
-    values = np.asarray(data[key].numpy() if hasattr(data[key], "numpy") else data[key], dtype=np.float64)
+    try:
+        values = np.asarray(data[key].numpy() if hasattr(data[key], "numpy") else data[key], dtype=np.float64)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: {key!r} must be an N x C array of numbers ({e})") from None
     names = data.get("classnames")
     return ([str(p) for p in list(data["paths"])], values,
             [str(c) for c in list(names)] if names is not None else None, key == "probs")
+
+
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
+def _load_mapping(path: Path, suffix: str):
+    """The raw content of an .npz / .pt / .json predictions file (arrays loaded, no pickles)."""
+    if suffix == ".npz":
+        if not _is_zip(path):
+            raise ValueError("not a zip archive")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    if suffix in (".pt", ".pth"):
+        import torch
+
+        return torch.load(path, map_location="cpu", weights_only=True)
+    return json.loads(path.read_text())
 
 
 def _norm(p: str) -> str:
@@ -133,6 +165,7 @@ class FileWeak(WeakSupervisor):
 
     kind = "file"
     needs_training = False
+    protocol = "byo"
 
     def __post_init__(self) -> None:
         p = Path(self.name).expanduser()

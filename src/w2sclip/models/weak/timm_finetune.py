@@ -25,10 +25,17 @@ from w2sclip.models.weak.base import (
     seed_all,
     subsample,
 )
+from w2sclip.models.weak.decoded import TRAIN_DECODE, augmented_loader, store_side, train_transform
 
 
 def _call(model, x):
     return model(x)
+
+
+def _interpolation(cfg: dict) -> str:
+    """timm's interpolation name as torchvision's (``random`` -> bilinear)."""
+    name = cfg.get("interpolation", "bilinear")
+    return name if name in ("nearest", "bilinear", "bicubic") else "bilinear"
 
 
 @dataclass
@@ -38,7 +45,8 @@ class TimmWeak(WeakSupervisor):
     ``pretrained``: None = ImageNet weights when timm has them (else from scratch), True = required,
     False = from scratch. ``pretrained_file`` loads local weights instead of the hub (timm's
     ``pretrained_cfg_overlay=dict(file=...)``). Preprocessing comes from the model's pretrained_cfg
-    (``resolve_data_config`` / ``create_transform``); ``input_size`` overrides its side. ``lr``
+    (``resolve_data_config``; ``create_transform`` for prediction); ``input_size`` overrides its side.
+    Training images are decoded once and augmented as tensors (``w2sclip.models.weak.decoded``). ``lr``
     defaults to 1e-4 with pretrained weights and 2e-3 from scratch. ``labels_per_class`` caps the
     labelled budget (None: all of D_train).
     """
@@ -92,7 +100,7 @@ class TimmWeak(WeakSupervisor):
         ident = super().identity()
         ident.update(pretrained=self.uses_pretrained, timm=timm.__version__,
                      pretrained_file=sha256_file(Path(self.pretrained_file).expanduser())
-                     if self.pretrained_file else None)
+                     if self.pretrained_file else None, decode=TRAIN_DECODE)
         return ident
 
     def _weights_file(self) -> str | None:
@@ -143,14 +151,17 @@ class TimmWeak(WeakSupervisor):
 
     def fit(self, train, seed: int = 0) -> TimmWeak:
         """Fine-tune on ``train`` (at most ``labels_per_class`` per class) under ``seed``."""
-        from timm.data import create_transform
-
         seed_all(seed)
         model = self._create(len(train.classnames))
-        self.data_config_ = self._data_config(model)
-        loader = make_loader(subsample(train, self.labels_per_class, seed),
-                             create_transform(**self.data_config_, is_training=True), self.batch_size,
-                             shuffle=True, seed=seed, num_workers=self.num_workers, device=self.device)
+        self.data_config_ = cfg = self._data_config(model)
+        size = cfg["input_size"][-1]
+        # timm's ImageNet training recipe (random resized crop, flip, colour jitter 0.4) on tensors
+        # decoded once, instead of decoding every file again each epoch
+        transform = train_transform(size, cfg["mean"], cfg["std"], interpolation=_interpolation(cfg),
+                                    color_jitter=0.4)
+        loader = augmented_loader(subsample(train, self.labels_per_class, seed), transform,
+                                  store_side(size, cfg.get("crop_pct")), self.batch_size, seed,
+                                  self.num_workers, self.device, what=f"weak model timm:{self.name}")
         lr = self.lr if self.lr is not None else (1e-4 if self.uses_pretrained else 2e-3)
         self.model_ = finetune(model, _call, loader, self.epochs, lr, self.weight_decay, self.device,
                                what=f"weak model timm:{self.name}")
@@ -162,7 +173,9 @@ class TimmWeak(WeakSupervisor):
         from timm.data import create_transform
 
         self._check_fitted()
-        loader = make_loader(dataset, create_transform(**self.data_config_, is_training=False),
-                             2 * self.batch_size, num_workers=self.num_workers, device=self.device)
+        cfg = self.data_config_
+        loader = make_loader(dataset, create_transform(**cfg, is_training=False), 2 * self.batch_size,
+                             num_workers=self.num_workers, device=self.device,
+                             draft=store_side(cfg["input_size"][-1], cfg.get("crop_pct")))
         return predict(self.model_, _call, loader, len(dataset), self.n_classes_, self.device,
                        what=f"weak model timm:{self.name}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -15,26 +15,6 @@ log = logging.getLogger(__name__)
 
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-@dataclass(frozen=True)
-class WeakConfig:
-    """Architecture and training budget of a timm weak supervisor."""
-
-    arch: str = "resnet10t"
-    input_size: int = 32
-    decode_size: int = 64
-    """Images are decoded at decode_size (bounded memory, mixed sizes), then seen at input_size."""
-    labels_per_class: int = 10
-    epochs: int = 20
-    lr: float = 2e-3
-    batch_size: int = 64
-    weight_decay: float = 5e-4
-    pretrained: bool = False
-
-    @property
-    def slug(self) -> str:
-        return f"{self.arch}-{self.input_size}px-{self.labels_per_class}lpc-{self.epochs}ep"
 
 
 def _to_tensor(images: np.ndarray, size: int) -> torch.Tensor:
@@ -55,14 +35,14 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return xp[:, :, dy:dy + h, dx:dx + w]
 
 
-def train_weak(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: WeakConfig,
-               seed: int) -> torch.nn.Module:
-    """Train ``cfg.arch`` from scratch (or ImageNet weights) on uint8 images (N, H, W, 3)."""
+def _train(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: LowResWeak,
+           seed: int) -> torch.nn.Module:
+    """Train ``cfg.name`` from scratch (or ImageNet weights) on uint8 images (N, H, W, 3)."""
     import timm
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = timm.create_model(cfg.arch, pretrained=cfg.pretrained, num_classes=num_classes)
+    model = timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=num_classes)
     x_all, y_all = _to_tensor(images, cfg.input_size), torch.as_tensor(labels, dtype=torch.long)
     steps_per_epoch = max(1, int(np.ceil(len(x_all) / cfg.batch_size)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -81,7 +61,7 @@ def train_weak(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: We
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: np.ndarray, input_size: int,
+def _predict(model: torch.nn.Module, images: np.ndarray, input_size: int,
                    batch_size: int = 256) -> np.ndarray:
     """Logits (N, C) of a weak model on uint8 images (N, H, W, 3) seen at ``input_size``."""
     model.eval()
@@ -89,9 +69,10 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, input_size: int,
                       for i in range(0, len(images), batch_size)]).numpy()
 
 
-def decode_images(dataset, size: int, skip_bad: bool = False):
-    """All images of ``dataset`` as uint8 (N, size, size, 3) (bicubic resize, as the demo caches them).
+def _decode(dataset, size: int, skip_bad: bool = False):
+    """All images of ``dataset`` as uint8 (N, size, size, 3) (bicubic resize).
 
+    Images are read by ``dataset.load_image(i, draft=size)`` (JPEGs decoded at reduced size).
     With ``skip_bad``, unreadable images become black and ``(images, ok)`` is returned, ``ok``
     (N,) marking the readable ones; otherwise the first unreadable image raises.
     """
@@ -100,7 +81,7 @@ def decode_images(dataset, size: int, skip_bad: bool = False):
     out, ok = [], np.ones(len(dataset), dtype=bool)
     for i in range(len(dataset)):
         try:
-            img, _ = dataset[i]
+            img = dataset.load_image(i, draft=size) if hasattr(dataset, "load_image") else dataset[i][0]
         except Exception:  # noqa: BLE001 - any decode failure of a user file
             if not skip_bad:
                 raise
@@ -121,33 +102,37 @@ def decode_images(dataset, size: int, skip_bad: bool = False):
 
 @dataclass
 class LowResWeak(WeakSupervisor):
-    """``lowres:ARCH``: the built-in demo's recipe as a weak supervisor (:class:`WeakConfig`).
+    """``lowres:ARCH``: the built-in benchmark's weak supervisor, a small CNN trained in memory.
 
     Images are decoded into memory at ``decode_size`` px, ``labels_per_class`` per class are drawn
     with the seed, and ``ARCH`` is trained from scratch at ``input_size`` px with flips and shifts
     (``train_weak``). Fast on small images; for real photos use ``timm:NAME``.
     """
 
-    input_size: int = WeakConfig.input_size
-    decode_size: int = WeakConfig.decode_size
-    labels_per_class: int = WeakConfig.labels_per_class
-    epochs: int = WeakConfig.epochs
-    lr: float = WeakConfig.lr
-    batch_size: int = WeakConfig.batch_size
-    weight_decay: float = WeakConfig.weight_decay
-    pretrained: bool = WeakConfig.pretrained
+    input_size: int = 32
+    decode_size: int = 64
+    """Images are decoded at decode_size (bounded memory, mixed sizes), then seen at input_size."""
+    labels_per_class: int = 10
+    epochs: int = 20
+    lr: float = 2e-3
+    batch_size: int = 64
+    weight_decay: float = 5e-4
+    pretrained: bool = False
     kind = "lowres"
 
     @property
-    def config(self) -> WeakConfig:
-        return WeakConfig(arch=self.name, input_size=self.input_size, decode_size=self.decode_size,
-                          labels_per_class=self.labels_per_class, epochs=self.epochs, lr=self.lr,
-                          batch_size=self.batch_size, weight_decay=self.weight_decay, pretrained=self.pretrained)
+    def config(self) -> dict:
+        """The recipe (architecture and training budget) as a dict."""
+        return {"arch": self.name, **{f.name: getattr(self, f.name) for f in fields(self)
+                                      if f.name not in ("name", "pretrained_file") and not f.name.endswith("_")}}
 
     def identity(self) -> dict:
         import timm
 
-        return {"kind": self.kind, **asdict(self.config), "timm": timm.__version__, "torch": torch.__version__}
+        from w2sclip.models.weak.decoded import TRAIN_DECODE
+
+        return {"kind": self.kind, **self.config, "timm": timm.__version__, "torch": torch.__version__,
+                "decode": TRAIN_DECODE}
 
     def fit(self, train, seed: int = 0) -> LowResWeak:
         from w2sclip.data.splits import subsample_per_class
@@ -155,16 +140,16 @@ class LowResWeak(WeakSupervisor):
         labels = np.asarray(train.labels)
         idx = subsample_per_class(labels, self.labels_per_class, seed)
         subset = replace(train, samples=[train.samples[i] for i in idx])
-        images, ok = decode_images(subset, self.decode_size, skip_bad=True)
+        images, ok = _decode(subset, self.decode_size, skip_bad=True)
         if not ok.any():
             raise ValueError(f"weak model 'lowres:{self.name}': none of the {len(idx)} training images "
                              f"could be read; check the dataset with `w2sclip data check`")
-        self.model_ = train_weak(images[ok], labels[idx][ok], len(train.classnames), self.config, seed)
+        self.model_ = _train(images[ok], labels[idx][ok], len(train.classnames), self, seed)
         return self
 
     def predict_logits(self, dataset) -> np.ndarray:
         self._check_fitted()
-        images, ok = decode_images(dataset, self.decode_size, skip_bad=True)
-        logits = predict_logits(self.model_, images, self.input_size)
+        images, ok = _decode(dataset, self.decode_size, skip_bad=True)
+        logits = _predict(self.model_, images, self.input_size)
         logits[~ok] = 0.0  # unreadable: uniform (those rows are dropped with the image features)
         return logits

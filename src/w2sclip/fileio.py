@@ -1,4 +1,4 @@
-"""Atomic file writes, advisory file locks and disk-full errors for the caches and run folders.
+"""Atomic file writes, advisory file locks, disk-full errors and the cache location (general I/O).
 
 Every file is written under a temporary name in its own folder, flushed, fsync'ed and then
 ``os.replace``d into place, so a reader sees either the old file or the complete new one, and a
@@ -6,7 +6,10 @@ killed writer leaves only a ``.tmp`` file behind. Locks are ``fcntl.flock`` lock
 ``*.lock`` files: the kernel releases them when the holding process dies, so there are no stale
 locks to clean up after a crash (on NFS v4 flock is emulated with POSIX locks and still works;
 Lustre needs the ``flock`` mount option). A full disk (ENOSPC, EDQUOT) is a ``DiskFullError``
-naming the folder and the fix, and leaves no partial file under the final name.
+naming the folder and the fix, and leaves no partial file under the final name; a folder that
+cannot be written (read-only file system, no permission, a file where a folder should be) is a
+``NotWritableError`` naming it and the fix. A lock on a read-only folder falls back to a lock
+file in the temporary folder, so a complete read-only cache can still be read.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from pathlib import Path
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 """errno values that mean the disk (or the user's quota) is full."""
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+"""errno values that mean a folder cannot be written (permissions, read-only file system)."""
+NOT_A_FOLDER = (errno.ENOTDIR, errno.EEXIST)
+"""errno values of a file standing where a folder is needed."""
 
 
 class DiskFullError(OSError):
@@ -29,6 +36,52 @@ class DiskFullError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class NotWritableError(OSError):
+    """A folder cannot be written (read-only, no permission, or a file); the message says which
+    and what to do."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` itself or its nearest ancestor that exists."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why files cannot be created in the folder ``path`` (created when absent), or None:
+    ``"X is a file, not a folder"``, ``"X is on a read-only file system"``, ``"no permission to
+    write in X"``."""
+    path = Path(path)
+    here = _existing_ancestor(path)
+    if not here.is_dir():
+        return f"{here} is a file, not a folder"
+    if not os.access(here, os.W_OK | os.X_OK):
+        return (f"{here} is on a read-only file system" if _read_only_fs(here)
+                else f"no permission to write in {here}")
+    return None
+
+
+def check_writable(path: str | os.PathLike, what: str, instead: str) -> None:
+    """Raise ``NotWritableError`` when the folder ``path`` could not be created or written, before
+    any long work starts: ``"<what> <path> cannot be written: <problem>; [make it writable or] <instead>"``."""
+    problem = folder_problem(path)
+    if problem:
+        fix = instead if problem.endswith("is a file, not a folder") else f"make it writable or {instead}"
+        raise NotWritableError(errno.EACCES, f"{what} {path} cannot be written: {problem}; {fix}")
 
 
 def _free(folder: Path) -> str:
@@ -41,19 +94,40 @@ def _free(folder: Path) -> str:
 @contextmanager
 def disk_full_hint(path: Path, move: str = "--cache-dir or W2SCLIP_CACHE") -> Iterator[None]:
     """Turn ENOSPC/EDQUOT raised inside the block into a ``DiskFullError`` naming ``path``'s
-    folder, the free space left there and the fix (``move``: how to point the output elsewhere)."""
+    folder, the free space left there and the fix (``move``: how to point the output elsewhere);
+    a folder that cannot be written (EACCES, EPERM, EROFS, a file in the way) becomes a
+    ``NotWritableError`` naming it and the same fix."""
     try:
         yield
-    except DiskFullError:
+    except (DiskFullError, NotWritableError):
         raise
     except OSError as e:
+        path = Path(path)
+        problem = folder_problem(path.parent) if e.errno in NOT_WRITABLE + NOT_A_FOLDER else None
+        if e.errno in NOT_WRITABLE or problem:
+            problem = problem or f"{e.strerror} ({e.filename or path.parent})"
+            raise NotWritableError(e.errno, f"cannot write {path.name} into {path.parent}: {problem}; make "
+                                            f"it writable or point {move} to a writable folder") from e
         if e.errno not in DISK_FULL:
             raise
-        path = Path(path)
         raise DiskFullError(e.errno, f"disk full: no space left on the device holding {path.parent} "
                                      f"({_free(path.parent)}) while writing {path.name}; free some "
                                      f"space there or point {move} to a disk with room, then rerun: "
                                      f"finished work is kept and only what is missing is computed") from e
+
+
+def read_only_cache_error(entry: Path, what: str, e: OSError | None = None) -> NotWritableError:
+    """The error for a cache ``entry`` that is missing (or unfinished) in a cache that cannot be
+    written: a read-only cache serves complete entries only."""
+    entry = Path(entry)
+    problem = folder_problem(entry) or folder_problem(entry.parent) or str(e)
+    if problem.endswith("is a file, not a folder"):
+        return NotWritableError(errno.ENOTDIR, f"{what} {entry} cannot be created: {problem}; point "
+                                               f"--cache-dir, W2SCLIP_CACHE or cache_dir= to a folder")
+    return NotWritableError(e.errno if e is not None else errno.EACCES,
+                            f"{what} {entry} is missing or unfinished and the cache cannot be written "
+                            f"({problem}); a read-only cache serves only the entries it holds: point "
+                            f"--cache-dir, W2SCLIP_CACHE or cache_dir= to a writable folder")
 
 
 def tmp_name(path: Path) -> Path:
@@ -131,7 +205,7 @@ class FileLock:
 
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = self._open()
         try:
             fcntl.flock(fd, flags)
         except BlockingIOError:
@@ -142,6 +216,27 @@ class FileLock:
             raise
         self._fd = fd
         return True
+
+    def _open(self) -> int:
+        """A descriptor of the lock file. In a folder this process cannot write (a shared
+        read-only cache) the file is opened read-only when it exists (``flock`` needs no write
+        access), else a lock file of the same name in the temporary folder stands in for it."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            if e.errno not in NOT_WRITABLE:
+                raise
+        try:
+            return os.open(self.path, os.O_RDONLY)
+        except OSError:
+            pass
+        import hashlib
+        import tempfile
+
+        where = Path(tempfile.gettempdir()) / f"w2sclip-locks-{os.getuid()}"
+        where.mkdir(mode=0o700, exist_ok=True)
+        name = hashlib.sha256(os.path.abspath(self.path).encode()).hexdigest()[:32]
+        return os.open(where / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
 
     def try_acquire(self) -> bool:
         """Take the lock if free; False when another process holds it."""
@@ -174,3 +269,8 @@ class FileLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def default_cache_dir() -> Path:
+    """``$W2SCLIP_CACHE`` or ``~/.cache/w2sclip``: generated data, features, weak predictions."""
+    return Path(os.environ.get("W2SCLIP_CACHE", Path.home() / ".cache" / "w2sclip"))

@@ -1,0 +1,164 @@
+"""One run: a :class:`~w2sclip.config.RunConfig` -> a run folder (the only way a study runs).
+
+``execute(cfg)`` goes data -> weak predictions -> strong features -> fits -> evaluation
+(PROTOCOL.md) and returns a typed :class:`RunResult`; ``run(cfg, runs_dir)`` executes into the
+run's folder (:class:`~w2sclip.run.folder.RunFolder`), skipping finished ones. ``w2sclip run``,
+``sweep``, ``demo`` and ``selection-study`` all come through here and share one cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from w2sclip.config import RunConfig
+from w2sclip.run.fit import FitInputs, FitResult, fit_and_evaluate
+from w2sclip.run.folder import RunFolder, RunLog
+from w2sclip.run.task import Task, load_task
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir_of(cfg: RunConfig) -> Path:
+    """``cfg.cache_dir`` or the default cache (``$W2SCLIP_CACHE``, ``~/.cache/w2sclip``)."""
+    from w2sclip.fileio import default_cache_dir
+
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+
+
+@dataclass
+class Prepared:
+    """A run up to its fits: the task, the fit inputs (readable images only) and where they came from."""
+
+    task: Task
+    inputs: FitInputs
+    index: np.ndarray
+    """Rows of the official test split that are readable (features exist)."""
+    strong: object
+    bad_files: list[tuple[str, str]]
+
+
+@dataclass
+class RunResult:
+    """Everything a finished run produced (what :class:`RunFolder` writes)."""
+
+    config: RunConfig
+    fit: FitResult
+    classnames: list[str]
+    labels: np.ndarray
+    """(N,) ground truth of the readable test-split images (``fit.splits`` index into these rows)."""
+    index: np.ndarray
+    """(N,) their rows in the official test split."""
+    paths: list[str]
+    features: np.ndarray
+    text_prototypes: np.ndarray
+    strong_spec: str
+    strong_identity: dict
+    bad_files: list[tuple[str, str]]
+
+    @property
+    def records(self) -> list[dict]:
+        return self.fit.records
+
+
+def prepare(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None = None) -> Prepared:
+    """Data, weak predictions, strong model and image features of a run, through the caches."""
+    from w2sclip.run import steps
+
+    cache = Path(cache_dir) if cache_dir else cache_dir_of(cfg)
+    stage = rlog.stage if rlog is not None else (lambda name: nullcontext())
+    with stage("data"):
+        task = load_task(cfg, cache)
+    with stage("strong-load"):  # before the weak model: missing weights fail in seconds
+        strong = steps.load_strong_model(cfg)
+    with stage("weak"):
+        weak = steps.weak_logits(cfg, task, cache)
+    with stage("extraction"):
+        fs = steps.image_features(cfg, strong, task, cache)
+    with stage("text"):
+        text = steps.text_weights_by_set(strong, task.classnames, task.test.templates)
+    index = np.flatnonzero(np.asarray(fs.valid, dtype=bool))
+    if len(index) == 0:
+        raise ValueError(f"no readable test images in {task.dataset}/{task.domain}; see the bad files list")
+    inputs = FitInputs(features=np.asarray(fs.features[index], dtype=np.float32), weak_logits=weak[index],
+                       labels=task.labels[index], text=text, logit_scale=strong.logit_scale,
+                       prompt_encoder=lambda: strong.prompt_encoder(task.classnames, task.test.templates))
+    return Prepared(task, inputs, index, strong, list(fs.bad_files))
+
+
+def execute(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None = None) -> RunResult:
+    """Data -> weak predictions -> strong features -> fits -> evaluation (PROTOCOL.md)."""
+    import torch
+
+    if cfg.device == "cpu":
+        torch.set_num_threads(max(1, int(os.environ.get("W2SCLIP_THREADS", os.cpu_count() or 1))))
+    p = prepare(cfg, cache_dir, rlog)
+    ids = {"dataset": cfg.dataset, "domain": cfg.domain, "strong": cfg.strong, "weak": cfg.weak,
+           "seed": cfg.seed, "protocol": cfg.protocol}
+    with (rlog.stage("fits") if rlog is not None else nullcontext()):
+        fit = fit_and_evaluate(p.inputs, seed=cfg.seed, methods=cfg.methods, ids=ids,
+                               method_params=cfg.method_params, fractions=(cfg.hold_fraction, cfg.fit_fraction))
+    w0 = np.asarray(p.inputs.text("dataset"), dtype=np.float32)
+    w0 = w0 / np.linalg.norm(w0, axis=1, keepdims=True).clip(1e-12)
+    return RunResult(cfg, fit, list(p.task.classnames), p.inputs.labels, p.index,
+                     [p.task.test.samples[i][0] for i in p.index], p.inputs.features, w0, cfg.strong,
+                     p.strong.identity(), p.bad_files)
+
+
+def run_folder(cfg: RunConfig, runs_dir: str | Path) -> RunFolder:
+    """``<runs_dir>/<slug>-<digest>``."""
+    return RunFolder(Path(runs_dir) / f"{cfg.slug()}-{cfg.digest()}")
+
+
+def run(cfg: RunConfig, runs_dir: str | Path, *, force: bool = False) -> RunFolder:
+    """Execute ``cfg`` into its run folder (skipped when already done) and return the folder."""
+    folder = run_folder(cfg, runs_dir)
+    if folder.is_done and not force:
+        log.info("skip %s (done)", folder.name)
+        return folder
+    folder.path.mkdir(parents=True, exist_ok=True)
+    lock = folder.lock()
+    if not lock.try_acquire():
+        log.warning("%s: another process is computing this run; waiting for it", folder.name)
+        lock.acquire()
+    try:
+        if folder.is_done and not force:  # the other process finished it
+            return folder
+        return _run_locked(cfg, folder)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: RunConfig, folder: RunFolder) -> RunFolder:
+    from w2sclip.versions import library_versions
+
+    # a forced rerun keeps the old results readable until the new ones are computed
+    (folder.path / "log.jsonl").unlink(missing_ok=True)
+    folder.write_json("config.json", {"semantic": cfg.semantic(), "resolved": cfg.model_dump(mode="json"),
+                                      "digest": cfg.digest(), "versions": library_versions()})
+    rlog = RunLog(folder.path / "log.jsonl")
+    rlog.event("run_start", digest=cfg.digest(), slug=cfg.slug())
+    t0 = time.perf_counter()
+    try:
+        result = execute(cfg, rlog=rlog)
+        (folder.path / "done").unlink(missing_ok=True)
+        folder.write_result(result, cfg.seed)
+    except BaseException as e:
+        try:
+            rlog.event("run_failed", error=f"{type(e).__name__}: {e}")
+        except OSError:  # e.g. the disk is full: the original error matters
+            pass
+        raise
+    stages = {k: round(v, 3) for k, v in rlog.seconds.items()}
+    rlog.event("run_end", seconds=round(time.perf_counter() - t0, 3), stages=stages)
+    folder.mark_done(time.perf_counter() - t0, rlog.seconds)
+    return folder
+
+
+__all__ = ["Prepared", "RunFolder", "RunResult", "Task", "cache_dir_of", "execute", "prepare", "run", "run_folder"]
