@@ -31,6 +31,8 @@ def test_demo_quick_is_the_builtin_preset_through_sweep_and_report(tmp_path, mon
     assert len(runs) == len(domains) * 2 and all((p / "done").exists() for p in runs)  # ordinary run folders
     assert (out / "report.md").read_text().startswith("# w2sclip demo")
     assert (out / "report.html").exists() and list((out / "plots").glob("*.png"))
+    md = (out / "report.md").read_text()  # the two shipped checkpoints are a two-rung pretraining ladder
+    assert "## Pretraining ladder: dataset = builtin" in md and (out / "plots" / "ladder_00.png").exists()
     data = json.loads((out / "results.json").read_text())
     assert len(data["records"]) == len(rows)
     for r in rows:

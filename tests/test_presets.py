@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_presets_are_package_data_and_listed():
     assert preset_dir().parent.name == "w2sclip"
     presets = list_presets()
-    assert {"builtin", "domainnet", "office_home", "cross_domain", "weak_clip"} <= set(presets)
+    assert {"builtin", "domainnet", "office_home", "cross_domain", "weak_clip", "pretraining_ladder"} <= set(presets)
     assert all(presets.values()), "every preset needs a one-line description"
 
 
@@ -93,3 +93,20 @@ def test_wheel_holds_presets_checkpoints_and_class_list(tmp_path):
     module, preset, n_presets = res.stdout.split()
     assert module.startswith(str(site)) and preset.startswith(str(site))
     assert int(n_presets) == len(presets)
+
+
+def test_pretraining_ladder_preset_expands_and_every_rung_has_a_size():
+    """126 runs offline (no weights needed to expand and validate); each strong spec parses and
+    its pretraining samples seen are known, so every rung lands on the report's log axis."""
+    from w2sclip.methods import METHODS
+    from w2sclip.models.strong.scale import pretraining_samples
+    from w2sclip.models.strong.spec import parse_spec
+
+    runs = load_sweep("pretraining_ladder").runs()
+    strongs = sorted({c.strong for c in runs})
+    assert len(runs) == 6 * 7 * 3 and {c.weak for c in runs} == {"timm:resnet50"}
+    assert set(runs[0].methods) == set(METHODS)
+    sizes = {s: pretraining_samples(s) for s in strongs}
+    assert all(parse_spec(s).kind == "tag" for s in strongs) and None not in sizes.values()
+    vit = sorted(v for s, v in sizes.items() if s.startswith("ViT-B-32:datacomp"))
+    assert vit == [12.8e6, 128e6, 12.8e9]

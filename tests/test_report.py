@@ -175,7 +175,7 @@ def test_report_tables_hold_hand_computed_numbers(report):
     pgr_row = _row(md, heading, "PGR = ", "cpl")
     assert pgr_row.startswith("| cpl | ceiling_cpl |") and pgr_row.count("[") + pgr_row.count("undef.") == 3
     html = (out / "report.html").read_text()
-    assert "<table>" in html and "<td>65.0 ± 7.1</td>" in html and html.count("<table>") == 10  # + 2 regime tables
+    assert "<table>" in html and "<td>65.0 ± 7.1</td>" in html and html.count("<table>") == 11  # + 2 regime tables + the ladder
     assert (out / "results.csv").read_text().count("\n") == 1 + 8 * 7
 
 
@@ -194,7 +194,7 @@ def test_report_writes_every_plot_and_skips_with_a_note(report):
     out, md = report
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs == ["group00_accuracy.png", "group00_confusion.png", "group00_pgr.png", "group00_projection.png",
-                    "group01_accuracy.png", "group01_pgr.png", "strong_00.png"]
+                    "group01_accuracy.png", "group01_pgr.png", "ladder_00.png", "strong_00.png"]
     for name in pngs:
         with Image.open(out / "plots" / name) as im:
             assert im.format == "PNG" and im.width >= 400 and im.height >= 300
@@ -251,3 +251,33 @@ def test_cli_report(runs, tmp_path):
     res = CliRunner().invoke(app, ["report", str(runs), "--out", str(tmp_path), "--title", "T"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "report.html").exists() and (tmp_path / "report.md").read_text().startswith("# T")
+
+
+def test_pretraining_ladder_gains_and_pgr_by_samples_seen():
+    """Gains are paired per seed, rungs are sorted by samples seen, unknown sizes are named."""
+    from w2sclip.eval.ladder import ladders
+    from w2sclip.report import markdown_report
+
+    accs = {"zero_shot": (0.5, 0.6), "kd_lp": (0.55, 0.65), "cpl": (0.6, 0.8), "weak": (0.3, 0.3),
+            "ceiling_cpl": (0.9, 0.9), "ceiling_kd_lp": (0.85, 0.85)}
+    recs = []
+    for strong, shift in (("ViT-B-32:openai", 0.05), ("limited", 0.0), ("mystery:thing", 0.0)):
+        for seed in (0, 1):
+            for m, a in accs.items():
+                own = {"cpl": "ceiling_cpl", "kd_lp": "ceiling_kd_lp", "zero_shot": "ceiling_kd_lp"}.get(m)
+                recs.append({"dataset": "toy", "domain": "a", "strong": strong, "weak": "w", "method": m,
+                             "seed": seed, "accuracy": a[seed] + (shift if m == "cpl" else 0.0),
+                             "weak_accuracy": 0.3, "ceiling": own,
+                             "ceiling_accuracy": accs[own][seed] if own else None})
+    (lad,) = ladders(recs)
+    assert [r.strong for r in lad.rungs] == ["limited", "ViT-B-32:openai"] and lad.unknown == ["mystery:thing"]
+    low, high = lad.rungs
+    assert low.samples == 1500 * 256 and high.samples == 12.8e9
+    assert low.gain[("zero_shot", "cpl", "a")] == pytest.approx(0.15)
+    assert low.gain[("kd_lp", "cpl", "avg")] == pytest.approx(0.10)
+    assert high.gain[("zero_shot", "cpl", "a")] == pytest.approx(0.20)
+    assert low.pgr[("cpl", "a")] == pytest.approx((0.7 - 0.3) / (0.9 - 0.3))
+    md = markdown_report(recs)
+    assert "## Pretraining ladder: dataset = toy, weak = w" in md
+    assert "| limited | 384k | a |" in md and "+15.0 / +10.0 / 0.67" in md
+    assert "Left out (pretraining size unknown): mystery:thing." in md

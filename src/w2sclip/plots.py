@@ -402,3 +402,46 @@ def strong_figures(groups: dict[tuple, list[dict]], plots_dir: Path) -> list[str
                      "Domains differ between strong models: " + "; ".join(f"{s}: {', '.join(d)}" for s, d in doms.items())),
                   ""]
     return lines
+
+
+def ladder_figure(ladder, path: Path) -> Path:
+    """The pretraining ladder: rows = gain over zero-shot, gain over KD+LP (points) and PGR;
+    columns = domains and their average; x = pretraining samples seen (log axis); one line per
+    method (``eval.ladder``). Rungs with 0 samples seen (random weights) are left off the log axis."""
+    rungs = [r for r in ladder.rungs if r.samples > 0]
+    cols = ladder.domains + ["avg"]
+    rows = [("zero_shot", "gain over zero-shot (points)"), ("kd_lp", "gain over KD+LP (points)"), ("pgr", "PGR")]
+    colors = method_colors(ladder.methods)
+    fig = _figure(min(26.0, 2.6 * len(cols) + 1.5), 7.2)
+    axes = fig.subplots(len(rows), len(cols), sharex=True, squeeze=False)
+    x = [r.samples for r in rungs]
+    for i, (what, label) in enumerate(rows):
+        for j, d in enumerate(cols):
+            ax = axes[i][j]
+            for m in ladder.methods:
+                if what == "pgr":
+                    y = [r.pgr.get((m, d)) for r in rungs]
+                else:
+                    y = [None if (v := r.gain.get((what, m, d))) is None else 100 * v for r in rungs]
+                pts = [(a, b) for a, b in zip(x, y) if b is not None]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, color=colors[m], label=m)
+            ax.axhline(0, color="0.6", lw=0.6)
+            ax.set_xscale("log")
+            if i == 0:
+                ax.set_title(d, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(label, fontsize=8)
+            if i == len(rows) - 1:
+                ax.set_xlabel("pretraining samples seen", fontsize=8)
+            ax.tick_params(labelsize=7)
+    legend = {}
+    for ax in axes.flat:  # every method once, also those absent from some panels
+        legend.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in legend})
+    labels = [m for m in ladder.methods if m in legend]
+    handles = [legend[m] for m in labels]
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(6, len(handles)), fontsize=7, frameon=False)
+    fig.suptitle(f"Pretraining ladder: dataset = {ladder.dataset}, weak = {ladder.weak}"
+                 + (f", protocol = {ladder.protocol}" if ladder.protocol else ""), fontsize=10)
+    return _save(fig, path)

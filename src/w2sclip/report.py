@@ -130,6 +130,48 @@ def targets_section(records: list[dict]) -> list[str]:
             "", targets_table(targets), ""]
 
 
+def _samples(n: float) -> str:
+    for unit, k in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= k:
+            return f"{n / k:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _signed(v: float | None, pct: bool = True) -> str:
+    return "n/a" if v is None else (f"{100 * v:+.1f}" if pct else f"{v:.2f}")
+
+
+def ladder_section(records: list[dict], plots_dir: Path | None = None) -> list[str]:
+    """Markdown lines of every pretraining ladder in ``records`` (``eval.ladder``): per strong model
+    (by samples seen) and domain, each method's gain over zero-shot and over KD+LP and its PGR;
+    with ``plots_dir``, the figure too. Nothing when no group has two strong models of known size."""
+    from w2sclip.eval.ladder import ladders
+
+    parts = []
+    for i, lad in enumerate(ladders(records)):
+        where = f"dataset = {lad.dataset}, weak = {lad.weak}" + (f", protocol = {lad.protocol}" if lad.protocol else "")
+        parts += [f"## Pretraining ladder: {where}", "",
+                  "Cells: gain over zero-shot / gain over KD+LP (accuracy points, mean over seeds of the paired "
+                  "difference) / PGR against the method's own ceiling. Samples seen: "
+                  "`w2sclip.models.strong.scale` (docs/experiments.md).", ""]
+        if lad.unknown:
+            parts += [f"Left out (pretraining size unknown): {', '.join(lad.unknown)}.", ""]
+        header = ["strong", "samples seen", "domain", *lad.methods]
+        rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for rung in lad.rungs:
+            for d in [*lad.domains, "avg"]:
+                cells = [f"{_signed(rung.gain.get(('zero_shot', m, d)))} / {_signed(rung.gain.get(('kd_lp', m, d)))}"
+                         f" / {_signed(rung.pgr.get((m, d)), pct=False)}" for m in lad.methods]
+                rows.append("| " + " | ".join([rung.strong, _samples(rung.samples), d, *cells]) + " |")
+        parts += rows + [""]
+        if plots_dir is not None:
+            from w2sclip import plots
+
+            path = plots.ladder_figure(lad, plots_dir / f"ladder_{i:02d}.png")
+            parts += plots._img(f"pretraining ladder, {where}", path)
+    return parts
+
+
 def markdown_report(records: list[dict], title: str = "w2sclip results", notes: str = "") -> str:
     """The whole report: regime and method tables per group (accuracy, PGR, agreement, calibration)."""
     parts = [f"# {title}", ""]
@@ -138,6 +180,7 @@ def markdown_report(records: list[dict], title: str = "w2sclip results", notes: 
     parts += targets_section(records)
     for key, recs in groups(records).items():
         parts += group_section(key, recs)
+    parts += ladder_section(records)
     return "\n".join(parts)
 
 
@@ -346,6 +389,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, confusion_domain: str
         parts += lines
         notes += skipped
     parts += plots.strong_figures(grouped, plots_dir)
+    parts += ladder_section(records, plots_dir)
     if notes:
         parts += ["## Skipped plots", ""] + [f"- {n}" for n in notes] + [""]
     markdown = "\n".join(parts)
