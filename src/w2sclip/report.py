@@ -141,14 +141,15 @@ def _signed(v: float | None, pct: bool = True) -> str:
     return "n/a" if v is None else (f"{100 * v:+.1f}" if pct else f"{v:.2f}")
 
 
-def ladder_section(records: list[dict], plots_dir: Path | None = None) -> list[str]:
+def ladder_section(records: list[dict], plots_dir: Path | None = None,
+                   per_image: dict[tuple, dict | None] | None = None) -> list[str]:
     """Markdown lines of every pretraining ladder in ``records`` (``eval.ladder``): per strong model
     (by samples seen) and domain, each method's gain over zero-shot and over KD+LP and its PGR;
     with ``plots_dir``, the figure too. Nothing when no group has two strong models of known size."""
     from w2sclip.eval.ladder import ladders
 
     parts = []
-    for i, lad in enumerate(ladders(records)):
+    for i, lad in enumerate(ladders(records, per_image)):
         where = f"dataset = {lad.dataset}, weak = {lad.weak}" + (f", protocol = {lad.protocol}" if lad.protocol else "")
         parts += [f"## Pretraining ladder: {where}", "",
                   "Cells: gain over zero-shot / gain over KD+LP (accuracy points, mean over seeds of the paired "
@@ -379,17 +380,17 @@ def build_report(runs_dir: str | Path, out: str | Path, *, confusion_domain: str
                    f"numbers are in the tables or plots; rerun the sweep to finish them):"), ""]
         parts += [f"- {r.describe()}" for r in pending] + [""]
     parts += targets_section(records)
-    notes = []
+    notes, images = [], {}
     grouped = groups(records)
     for i, (key, recs) in enumerate(grouped.items()):
-        per_image = per_image_correctness(runs, key)
+        per_image = images[key] = per_image_correctness(runs, key)
         parts += group_section(key, recs, per_image) + _coverage_note(recs)
         lines, skipped = plots.group_figures(key, recs, runs, plots_dir, f"group{i:02d}", domain=confusion_domain,
                                              method=confusion_method, projection=projection, per_image=per_image)
         parts += lines
         notes += skipped
     parts += plots.strong_figures(grouped, plots_dir)
-    parts += ladder_section(records, plots_dir)
+    parts += ladder_section(records, plots_dir, images)
     if notes:
         parts += ["## Skipped plots", ""] + [f"- {n}" for n in notes] + [""]
     markdown = "\n".join(parts)

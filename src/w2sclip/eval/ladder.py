@@ -63,8 +63,12 @@ def _gains(recs: list[dict], ref: str) -> dict[tuple[str, str], float | None]:
     return out
 
 
-def ladders(records: list[dict]) -> list[Ladder]:
-    """One :class:`Ladder` per (dataset, weak, protocol) with >= 2 strong models of known size."""
+def ladders(records: list[dict], per_image: dict[tuple, dict | None] | None = None) -> list[Ladder]:
+    """One :class:`Ladder` per (dataset, weak, protocol) with >= 2 strong models of known size.
+
+    ``per_image`` maps a group key (``eval.tables.group_key``) to its D_test correctness (as
+    ``eval.tables.pgr_cells`` takes it), so that PGR is defined exactly where the group's PGR
+    table defines it."""
     from w2sclip.models.strong.scale import pretraining_samples
 
     by: dict[tuple, dict[str, list[dict]]] = {}
@@ -84,8 +88,8 @@ def ladders(records: list[dict]) -> list[Ladder]:
             rung = Rung(s, sizes[s])
             for ref in REFERENCES:
                 rung.gain.update({(ref, m, d): v for (m, d), v in _gains(per_strong[s], ref).items()})
-            _, _, cells = pgr_cells(per_strong[s])
-            rung.pgr = {k: c.value for k, c in cells.items()}
+            _, _, cells = pgr_cells(per_strong[s], (per_image or {}).get((dataset, s, weak, protocol)))
+            rung.pgr = {k: c.value for k, c in cells.items()}  # None where undefined
             rungs.append(rung)
         out.append(Ladder(dataset, weak, protocol, domains, methods, rungs,
                           sorted(s for s, n in sizes.items() if n is None)))
