@@ -43,7 +43,7 @@ SCHEDULES = ("constant", "cosine")
 class Budget:
     """The training budget and stopping rule every trained method uses by default."""
 
-    max_steps: int = 3000
+    max_steps: int = 6000
     """Cap on optimiser steps (full-batch steps for the linear heads)."""
     eval_every: int = 5
     """Steps between two evaluations on the validation set."""
