@@ -110,3 +110,13 @@ def test_pretraining_ladder_preset_expands_and_every_rung_has_a_size():
     assert all(parse_spec(s).kind == "tag" for s in strongs) and None not in sizes.values()
     vit = sorted(v for s, v in sizes.items() if s.startswith("ViT-B-32:datacomp"))
     assert vit == [12.8e6, 128e6, 12.8e9]
+
+
+def test_listing_into_a_closed_pipe_is_quiet():
+    """`w2sclip list presets | head -1`: no `error: [Errno 32] Broken pipe`, status 0."""
+    import subprocess
+    import sys
+
+    cmd = f"{sys.executable} -m w2sclip.cli list presets | head -1"
+    res = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("builtin") and "error" not in res.stderr, res

@@ -27,6 +27,9 @@ class _Commands(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # the reader of our output went away (`| head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # (Python docs, "Note on SIGPIPE")
+            raise typer.Exit(0) from None
         except Exception as e:  # noqa: BLE001 - user mistakes become one line; bugs are re-raised
             console = isinstance(ctx.obj, dict) and ctx.obj.get(ONE_LINE_ERRORS)
             msg = None if not console or ctx.meta.get("w2sclip.debug") or _debug() else user_error(e)
@@ -108,7 +111,7 @@ def pretrain(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("w2sclip-out"), help="Output folder: report and runs/ (one folder per run)."),
-    quick: bool = typer.Option(False, "--quick", help="The preset's quick size and one seed (about a minute)."),
+    quick: bool = typer.Option(False, "--quick", help="The preset's quick size and one seed (about 3 minutes on 2 CPU cores)."),
     set_: list[str] = typer.Option([], "--set", help="Override the builtin preset: key=value, repeatable."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache (default $W2SCLIP_CACHE or ~/.cache/w2sclip)."),
     workers: int = typer.Option(1, help="Local worker processes."),
@@ -497,8 +500,10 @@ def list_presets_cmd() -> None:
     """Packaged presets (names for `w2sclip run` / `w2sclip sweep`) with their description."""
     from w2sclip.config import list_presets
 
-    for name, description in list_presets().items():
-        typer.echo(f"{name:14s} {description}")
+    presets = list_presets()
+    width = max(map(len, presets), default=0)
+    for name, description in presets.items():
+        typer.echo(f"{name:{width}s}  {description}")
 
 
 def _debug() -> bool:
