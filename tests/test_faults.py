@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 import w2sclip.run as run_mod
+from test_extract_procs import encoded_rows_by_pid, finish, release_when_ready
 from w2sclip.run import steps
 from w2sclip.config import load_sweep, make_run_config
 from w2sclip.fileio import DiskFullError
@@ -395,29 +396,6 @@ def child(tmp_path, cfg: dict, runs: Path, sleep: float, start_line: bool = Fals
     args = [str(script), json.dumps(cfg), str(runs), str(tmp_path / "log"), str(sleep)] + (["go"] if start_line else [])
     return subprocess.Popen([sys.executable, *args], env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finish(p, timeout=120):
-    out, _ = p.communicate(timeout=timeout)
-    assert p.returncode == 0, out
-    return out
-
-
-def release_when_ready(tmp_path, procs, log="log", timeout=60):
-    t0 = time.time()
-    while len(list(tmp_path.glob(f"{log}.ready*"))) < len(procs):
-        assert time.time() - t0 < timeout and all(p.poll() is None for p in procs), "children failed to start"
-        time.sleep(0.05)
-    (tmp_path / f"{log}.go").touch()
-
-
-def encoded_rows_by_pid(path):
-    rows = {}
-    for line in path.read_text().split("\n"):
-        if line:
-            pid, n = line.split()
-            rows[int(pid)] = rows.get(int(pid), 0) + int(n)
-    return rows
 
 
 def test_run_killed_during_extraction_resumes_without_redoing_finished_shards(world, tmp_path, monkeypatch):

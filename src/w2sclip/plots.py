@@ -282,7 +282,8 @@ PGR_NOTE = ("n/a: PGR undefined (ceiling - weak below two standard errors); red 
             "the axis. weak (0) and the ceilings (1) are left out.")
 
 
-def _img(alt: str, path: Path) -> list[str]:
+def image_markdown(alt: str, path: Path) -> list[str]:
+    """The report lines that show the figure at ``path`` (saved under ``plots/``)."""
     return [f"![{alt}](plots/{path.name})", ""]
 
 
@@ -304,13 +305,13 @@ def group_figures(key: tuple, recs: list[dict], runs: list, plots_dir: Path, pre
     p = plot_bars(cells, domains + ["avg"], methods, plots_dir / f"{prefix}_accuracy.png",
                   title=f"Accuracy on D_test (mean ± std over seeds)\n{name}", ylabel="accuracy (%)",
                   xlabel="domain")
-    lines += _img(f"accuracy per domain, {name}", p)
+    lines += image_markdown(f"accuracy per domain, {name}", p)
     _, students, cells = pgr_cells(recs, per_image)
     if students:
         p = plot_bars(cells, domains + ["avg"], students, plots_dir / f"{prefix}_pgr.png", scale=1.0,
                       title=f"PGR of the seed-mean accuracies, 95 % bootstrap interval\n{name}", ylabel="PGR", xlabel="domain", zero_line=True,
                       clip=(-2.0, 2.0), note=PGR_NOTE, colors=method_colors(methods))
-        lines += _img(f"PGR per domain, {name}", p)
+        lines += image_markdown(f"PGR per domain, {name}", p)
     dom = domain if domain in domains else domains[0]
     mine = sorted((r for r in runs if r.complete and r.group == key and r.domain == dom), key=lambda r: r.seed)
     lines += _projection(mine, name, dom, plots_dir / f"{prefix}_projection.png", projection, notes)
@@ -338,7 +339,7 @@ def _projection(runs: list, name: str, dom: str, path: Path, projection: str, no
         return []
     shown = ", ".join(learned) or "none learned in this run"
     extra = f" ({', '.join(learned_names[4:])} not drawn)" if len(learned_names) > 4 else ""
-    return _img(f"projection, {name}", path) + [
+    return image_markdown(f"projection, {name}", path) + [
         f"Projection: {len(arrays['features'])} image features of {dom} (seed {run.seed}); circles: "
         f"text-initialised prototypes, stars: learned prototypes ({shown}){extra}. "
         + ("PCA is fitted on the image features; text prototypes may sit apart from them (the modality gap)."
@@ -367,7 +368,7 @@ def _confusion(runs: list, name: str, dom: str, path: Path, method: str | None, 
     plot_confusion(cm, classes, path, title=f"Confusion of {chosen} on {dom} (rows normalised; "
                                             f"summed over seeds {seeds})\n{name}")
     pairs = "; ".join(f"{t} → {p} {100 * v:.0f} %" for t, p, v in top_confused(cm, classes))
-    return _img(f"confusion matrix, {name}", path) + [
+    return image_markdown(f"confusion matrix, {name}", path) + [
         f"Most confused on {dom} with {chosen} (true → predicted, share of the true class): {pairs or 'none'}.", ""]
 
 
@@ -396,7 +397,7 @@ def strong_figures(groups: dict[tuple, list[dict]], plots_dir: Path) -> list[str
                       ylabel="accuracy (%)", xlabel="method", colors=colors)
         same = len({tuple(d) for d in doms.values()}) == 1
         lines += [f"## Strong models side by side: dataset = {dataset}, weak = {weak}, protocol = {protocol}", "",
-                  *_img(f"strong models, {dataset} {weak} {protocol}", p),
+                  *image_markdown(f"strong models, {dataset} {weak} {protocol}", p),
                   "Bars: mean over seeds of the domain-averaged accuracy; error bars: std over seeds. "
                   + ("Every strong model covers the same domains." if same else
                      "Domains differ between strong models: " + "; ".join(f"{s}: {', '.join(d)}" for s, d in doms.items())),

@@ -169,7 +169,7 @@ def ladder_section(records: list[dict], plots_dir: Path | None = None,
             from w2sclip import plots
 
             path = plots.ladder_figure(lad, plots_dir / f"ladder_{i:02d}.png")
-            parts += plots._img(f"pretraining ladder, {where}", path)
+            parts += plots.image_markdown(f"pretraining ladder, {where}", path)
     return parts
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from w2sclip.eval.tables import cell_values, groups, method_order, pgr_cells
+from w2sclip.eval.tables import groups, method_order, pgr_cells
 
 REFERENCES = ("zero_shot", "kd_lp")
 """The gains are measured against these methods (the paper's two reference points)."""
@@ -43,20 +43,17 @@ class Ladder:
 
 def _gains(recs: list[dict], ref: str) -> dict[tuple[str, str], float | None]:
     """(method, domain | "avg") -> mean over seeds of the per-seed difference to ``ref``."""
-    domains, methods, cells = cell_values(recs, "accuracy")
-    seeds = {}
-    for r in recs:
-        seeds.setdefault((r["method"], r["domain"]), []).append(r["seed"])
+    domains = list(dict.fromkeys(r["domain"] for r in recs))
+    acc = {(r["method"], r["domain"], r["seed"]): r["accuracy"] for r in recs}
+    methods = {m for m, _, _ in acc}
     out = {}
     if ref not in methods:
         return out
-    for m in methods:
-        if m == ref or m == "weak" or m.startswith("ceiling"):
+    for m in methods - {ref, "weak"}:
+        if m.startswith("ceiling"):
             continue
         for d in domains:
-            mine = dict(zip(seeds.get((m, d), []), cells.get((m, d), [])))
-            theirs = dict(zip(seeds.get((ref, d), []), cells.get((ref, d), [])))
-            diffs = [mine[s] - theirs[s] for s in mine if s in theirs and None not in (mine[s], theirs[s])]
+            diffs = [a - acc[(ref, d, s)] for (mm, dd, s), a in acc.items() if (mm, dd) == (m, d) and (ref, d, s) in acc]
             out[(m, d)] = sum(diffs) / len(diffs) if diffs else None
         per_dom = [out[(m, d)] for d in domains]
         out[(m, "avg")] = None if None in per_dom else sum(per_dom) / len(per_dom)
