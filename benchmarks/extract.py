@@ -24,7 +24,7 @@ to 256-768 px) with the reference and the fast path.
     python benchmarks/extract.py --quick                 # built-in tiny CLIP, 64 px, seconds
     python benchmarks/extract.py                         # ViT-B-32 (random weights), 224 px
     python benchmarks/extract.py --device cuda --precision amp_bf16 --n 8192 --batch-size 256
-    python benchmarks/extract.py --realistic --batch-size 16 --n 192  # CPU: ViT-B-32 (random weights)
+    python benchmarks/extract.py --realistic --batch-size 16   # CPU: ViT-B-32 (random weights), ~2 min
     python benchmarks/extract.py --zero-shot             # only the zero-shot comparison (built-in full)
     python benchmarks/extract.py --realistic --device cuda --precision bf16 --n 8192 --batch-size 256
 """
@@ -226,9 +226,9 @@ def realistic(args) -> dict:
     strong = load_strong_quiet(spec, device, args.precision)
     tmp = Path(tempfile.mkdtemp(prefix="w2s-bench-"))
     try:
-        counts = make_realistic(tmp / "data", args.n or 256)
+        counts = make_realistic(tmp / "data", args.n or 768)
         full = load_manifest(tmp / "data", "bench", "test", "bench")
-        m = min(len(full), args.n_encode or (2 * args.batch_size if device.type == "cpu" else len(full)))
+        m = min(len(full), args.n_encode or (192 if device.type == "cpu" else len(full)))
         part = full.without(p for p, _ in full.samples[m:])
         path = resolve_decode("auto", device)
         bs, w = args.batch_size, args.workers
@@ -260,11 +260,42 @@ def realistic(args) -> dict:
                       decode="pil")
         cosine = _mean_cosine(fast, ref)
         _note(f"cosine {cosine:.5f}")
+        by_format = per_format(strong, full, path)
         zero_shot = _zero_shot(strong_for_zero_shot(args, device), tmp, args) if args.zero_shot else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _print_realistic(args, strong, spec, device, path, counts, m, rate, cosine, zero_shot)
-    return {**rate, "cosine": cosine, "zero_shot": zero_shot}
+    _print_realistic(args, strong, spec, device, path, counts, m, rate, cosine, zero_shot, by_format)
+    return {**rate, "cosine": cosine, "zero_shot": zero_shot, "by_format": by_format}
+
+
+def per_format(strong, dataset, path: str) -> dict:
+    """ms per image of the naive and the project's worker function, by file format, in this
+    process on one thread (no DataLoader): where decoding time goes."""
+    from w2sclip.data.decode import ImageDecoder
+
+    naive, dec = _Naive([p for p, _ in dataset.samples], strong.preprocess), ImageDecoder(strong.preprocess, path)
+    if path == "nvjpeg":
+        return {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for fmt in ("jpg", "png"):
+            idx = [i for i, (p, _) in enumerate(dataset.samples) if p.endswith("." + fmt)]
+            best = {"naive": float("inf"), "project": float("inf")}
+            for _ in range(2):
+                t0 = time.perf_counter()
+                for i in idx:
+                    naive[i]
+                t1 = time.perf_counter()
+                for i in idx:
+                    dec.read(dataset.samples[i][0])
+                t2 = time.perf_counter()
+                best = {"naive": min(best["naive"], t1 - t0), "project": min(best["project"], t2 - t1)}
+            out[fmt] = {"n": len(idx), **{k: 1000 * v / max(1, len(idx)) for k, v in best.items()}}
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 def zero_shot_only(args) -> dict:
@@ -341,7 +372,7 @@ def _zero_shot(strong, tmp: Path, args) -> dict:
     return acc
 
 
-def _print_realistic(args, strong, spec, device, path, counts, m, rate, cosine, zero_shot) -> None:
+def _print_realistic(args, strong, spec, device, path, counts, m, rate, cosine, zero_shot, by_format) -> None:
     load = os.getloadavg()
     print(f"torch {torch.__version__}, device {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, cpus {os.cpu_count()}, "
@@ -360,6 +391,9 @@ def _print_realistic(args, strong, spec, device, path, counts, m, rate, cosine, 
     vs_bare = f"end-to-end / bare encoder: {rate['end-to-end'] / rate['bare']:.3f}; " if "bare" in rate else ""
     print(f"{vs_bare}end-to-end / min(decode, encoder): {overlap:.3f}; mean cosine fast vs reference (pil) "
           f"features: {cosine:.5f}")
+    for fmt, v in by_format.items():
+        print(f"one worker, {fmt.upper()} ({v['n']} files): naive {v['naive']:.2f} ms/img, project "
+              f"{v['project']:.2f} ms/img, speedup {v['naive'] / v['project']:.2f}")
     if zero_shot:
         _print_zero_shot(zero_shot)
     print(f"decode speedup {rate['decode'] / rate['naive']:.2f}, overlap {overlap:.2f}, cosine {cosine:.4f}")
@@ -369,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="built-in tiny CLIP at 64 px (seconds)")
     ap.add_argument("--strong", default=None, help="model spec (default ViT-B-32:random; --quick: full)")
-    ap.add_argument("--n", type=int, default=None, help="images (default 256; --quick 1024)")
+    ap.add_argument("--n", type=int, default=None, help="images (default 256; --quick 1024; --realistic 768)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--shard-size", type=int, default=4096)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for decode / end-to-end")
@@ -378,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median)")
     ap.add_argument("--realistic", action="store_true", help="decode paths on a DomainNet-like size mix")
     ap.add_argument("--n-encode", type=int, default=None,
-                    help="--realistic: images for encoder / end to end (default: 4 batches on CPU, all on GPU)")
+                    help="--realistic: images for encoder / end to end (default: 192 on CPU, all on GPU)")
     ap.add_argument("--zero-shot", action="store_true", help="zero-shot accuracy on the built-in benchmark, reference vs fast path")
     ap.add_argument("--decode-repeats", type=int, default=5, help="--realistic: repeats of the decode stages")
     args = ap.parse_args(argv)

@@ -17,6 +17,7 @@ from w2sclip.data.decode import (
     gpu_decodable,
     resolve_decode,
     split_preprocess,
+    turbo_decode,
 )
 from w2sclip.data.images import BadImageError, open_image, to_rgb
 from w2sclip.features.loading import prefetch
@@ -189,16 +190,43 @@ def test_uint8_handover_equals_the_models_preprocess_bit_for_bit(tmp_path, prepr
 
 def test_decode_identity_and_resolution(preprocess):
     strong = types.SimpleNamespace(preprocess=preprocess, device=torch.device("cpu"))
-    ids = {p: decode_identity(strong, "cpu", p) for p in ("pil", "pil-draft")}
-    assert ids["pil"] != ids["pil-draft"] and ids["pil-draft"]["draft"] == 64
-    assert decode_identity(strong) == ids["pil-draft"]  # auto on the CPU
-    assert resolve_decode("auto", "cpu") == "pil-draft"
+    ids = {p: decode_identity(strong, "cpu", p) for p in ("pil", "pil-draft", "turbo")}
+    assert len({str(v) for v in ids.values()}) == 3 and ids["pil-draft"]["draft"] == ids["turbo"]["draft"] == 64
+    assert ids["turbo"]["simplejpeg"]  # the library version decides the pixels too
+    assert decode_identity(strong) == ids["turbo"]  # auto on the CPU
+    assert resolve_decode("auto", "cpu") == "turbo"
     with pytest.raises(ValueError, match="needs a CUDA device"):
         resolve_decode("nvjpeg", "cpu")
-    with pytest.raises(ValueError, match="valid: auto, pil, pil-draft, nvjpeg"):
-        resolve_decode("turbo", "cpu")
+    with pytest.raises(ValueError, match="valid: auto, pil, pil-draft, turbo, nvjpeg"):
+        resolve_decode("fast", "cpu")
     gpu = ImageDecoder(preprocess, "nvjpeg").identity()
     assert gpu["path"] == "nvjpeg" and gpu["resize"] == "torch" and gpu != ids["pil-draft"]
+
+
+def test_turbo_decodes_at_the_finest_scale_that_keeps_the_target(tmp_path):
+    Image.fromarray(smooth(600, 900)).save(tmp_path / "big.jpg", quality=90)
+    data = (tmp_path / "big.jpg").read_bytes()
+    assert turbo_decode(data, 64).size == (113, 75)  # 1/8, like PIL's draft
+    assert turbo_decode(data, 200).size == (338, 225)  # 3/8; PIL's draft stops at 1/2 (450 x 300)
+    assert turbo_decode(data, 400).size == (675, 450)  # 6/8; PIL's draft decodes in full
+    assert turbo_decode(data, 2000).size == (900, 600)  # never upscaled
+    full = np.asarray(turbo_decode(data, 600))
+    assert np.array_equal(full, np.asarray(Image.open(tmp_path / "big.jpg").convert("RGB")))  # scale 1 = PIL
+
+
+def test_turbo_leaves_every_other_file_to_pil(files, preprocess):
+    took = {k: turbo_decode(open(p, "rb").read(), 64) is not None for k, p in files.items()}
+    assert took == {"jpg": True, "png": False, "cmyk": False, "rot": False, "trunc": False, "grey": True}
+    grey = np.asarray(turbo_decode(open(files["grey"], "rb").read(), 10_000))
+    assert np.array_equal(grey, np.asarray(Image.open(files["grey"]).convert("RGB")))
+    turbo, draft = ImageDecoder(preprocess, "turbo"), ImageDecoder(preprocess, "pil-draft")
+    for k in ("png", "cmyk", "rot"):  # decoded by the pil-draft path itself
+        assert torch.equal(turbo.read(files[k]), draft.read(files[k]))
+    assert (turbo.read(files["jpg"]).float() - draft.read(files["jpg"]).float()).abs().mean() < 2.0
+    with pytest.raises(BadImageError, match="truncated"):
+        turbo.read(files["trunc"])
+    with pytest.raises(BadImageError, match="file not found"):
+        turbo.read(files["jpg"] + ".missing.jpg")
 
 
 # GPU dispatch, on the CPU ------------------------------------------------------------------------
@@ -292,8 +320,9 @@ def test_draft_features_stay_close_to_the_reference(tmp_path):
         samples.append((str(path), i % 2))
     ds = ImageDataset("j", ["a", "b"], ["{}"], samples, "d", "test", root=str(tmp_path))
     ref = extract(strong, ds, tmp_path / "ref", batch_size=3, progress=False, decode="pil")
-    fast = extract(strong, ds, tmp_path / "fast", batch_size=3, progress=False, decode="pil-draft")
-    assert (np.asarray(ref.features) * np.asarray(fast.features)).sum(1).mean() >= 0.995
+    for path in ("pil-draft", "turbo"):
+        fast = extract(strong, ds, tmp_path / path, batch_size=3, progress=False, decode=path)
+        assert (np.asarray(ref.features) * np.asarray(fast.features)).sum(1).mean() >= 0.995
 
 
 # prefetching and the weak models' decode-once -----------------------------------------------------
@@ -353,6 +382,7 @@ def test_realistic_benchmark_prints_the_ratios_last(capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"decode speedup \d+\.\d\d, overlap \d+\.\d\d, cosine \d\.\d{4}", last), last
     assert rate["cosine"] > 0.99 and rate["decode"] > 0 and rate["naive"] > 0
+    assert set(rate["by_format"]) == {"jpg", "png"} and rate["by_format"]["jpg"]["project"] > 0
 
 
 @pytest.mark.gpu

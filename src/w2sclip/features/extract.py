@@ -188,8 +188,8 @@ def extract(strong, dataset, cache_root, *, batch_size: int = 256, num_workers: 
     under torchrun (RANK, WORLD_SIZE). ``dtype`` is the storage dtype (float32|float16); the
     compute precision is the model's (``load_strong(..., precision=)``); ``device``: see
     ``prepare_device``. ``bad_files="skip"`` records unreadable images (row NaN, valid False),
-    ``"error"`` stops at the first one. ``decode``: ``auto`` (nvjpeg on CUDA, pil-draft on CPU),
-    ``pil`` (full-size reference), ``pil-draft`` or ``nvjpeg`` (``w2sclip.data.decode``).
+    ``"error"`` stops at the first one. ``decode``: ``auto`` (nvjpeg on CUDA, turbo on CPU),
+    ``pil`` (full-size reference), ``pil-draft``, ``turbo`` or ``nvjpeg`` (``w2sclip.data.decode``).
     Returns the merged ``FeatureSet``, or None when other
     shards are still missing and ``wait`` is false (default: wait only under torchrun).
     """
