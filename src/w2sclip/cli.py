@@ -90,8 +90,11 @@ def pretrain(
     steps: int = typer.Option(2400, help="Optimizer steps."),
     batch_size: int = typer.Option(256),
     lr: float = typer.Option(1e-3),
+    weight_decay: float = typer.Option(0.1),
+    warmup: int = typer.Option(100, help="Linear warm-up steps before the cosine decay."),
     corpus_size: int = typer.Option(80_000, help="Captioned images rendered for the corpus."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all six)."),
+    captions: str = typer.Option("clean", help="Caption profile of the corpus: clean, web, web-noisy (docs/backbones.md)."),
     seed: int = typer.Option(0, help="Corpus and init seed (the corpus never overlaps any dataset)."),
     init: Optional[str] = typer.Option(None, help="Start from this checkpoint (name or path)."),
 ) -> None:
@@ -100,8 +103,9 @@ def pretrain(
 
     _setup_logging(False)
     _writable_file(out, "--out", create_folder=True)
-    kw = dict(arch=arch, steps=steps, batch_size=batch_size, lr=lr, corpus_size=corpus_size,
-              seed=seed, init=init)
+    kw = dict(arch=arch, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+              warmup=warmup, corpus_size=corpus_size,
+              captions=captions, seed=seed, init=init)
     if domains:
         kw["domains"] = _domains(domains)
     path = run(PretrainConfig(**kw), out)

@@ -18,6 +18,7 @@ import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -113,16 +114,79 @@ def make_builtin(out: str | os.PathLike, size: str | BuiltinSize = "default", se
 
 CAPTION_FORMS = ("{a} {style} of a {colour} {cls}", "{a} {style} of a {cls}", "a {colour} {cls}",
                  "{cls}, {style}", "{a} {style} showing a {cls}")
+OMIT_FORMS = ("{a} {style}", "a {colour} {style}", "{a} {style} i made")
 
 
-def caption(label: int, domain: str, colour: str, rng: np.random.Generator) -> str:
-    """A caption of the pretraining corpus, e.g. 'a clipart of a red star'."""
+@dataclass(frozen=True)
+class CaptionNoise:
+    """How the alt-text of one domain names its images' class.
+
+    ``confused``: the fraction of classes whose captions in this domain consistently use another
+    class's word (a fixed, seeded map per domain: the systematic naming errors of web alt-text,
+    e.g. every doodle of a cup captioned "mug"). The images stay consistently captioned, so the
+    features still separate the classes, but the text side learns the wrong word for them.
+    ``omit``: the probability that a caption does not name the class at all.
+    """
+
+    confused: float = 0.0
+    omit: float = 0.0
+
+
+def _noise(**per_domain: tuple[float, float]) -> dict[str, CaptionNoise]:
+    return {d: CaptionNoise(*per_domain.get(d, (0.0, 0.0))) for d in DOMAINS}
+
+
+# Caption profiles of the pretraining corpora (``w2sclip pretrain --captions NAME``). "clean" names
+# every class in the prompts' own words (the first shipped checkpoints). "web" and "web-noisy"
+# make zero-shot trail a linear probe as on real web data: photos are captioned well, doodles
+# badly (DomainNet's shape, docs/backbones.md); "web-noisy" is the same web with more errors.
+CAPTIONS: dict[str, dict[str, CaptionNoise]] = {
+    "clean": _noise(),
+    "web": _noise(real=(0.0, 0.1), clipart=(0.35, 0.2), painting=(0.35, 0.2), sketch=(0.4, 0.2),
+                  infograph=(0.45, 0.2), quickdraw=(0.85, 0.2)),
+    "web-noisy": _noise(real=(0.25, 0.4), clipart=(0.6, 0.4), painting=(0.6, 0.4), sketch=(0.65, 0.4),
+                        infograph=(0.7, 0.4), quickdraw=(0.95, 0.4)),
+}
+
+
+def confusion_map(domain: str, fraction: float) -> dict[int, int]:
+    """Class -> the class whose word its captions use in ``domain`` (only the confused classes).
+
+    A seeded order of the classes per domain; the first ``round(fraction * C)`` are confused, each
+    captioned with the next one's word (a cycle, so no class keeps its own word). Profiles with a
+    larger fraction confuse a superset of the classes.
+    """
+    order = [int(c) for c in np.random.default_rng([4, DOMAINS.index(domain)]).permutation(len(CLASSNAMES))]
+    k = int(round(fraction * len(CLASSNAMES)))
+    if k == 1:
+        return {order[0]: order[1]}
+    return {order[i]: order[(i + 1) % k] for i in range(k)}
+
+
+def caption_profile(name: str) -> dict[str, CaptionNoise]:
+    """The named caption profile; the error lists the valid names."""
+    if name not in CAPTIONS:
+        raise KeyError(f"unknown caption profile {name!r}; valid: {', '.join(CAPTIONS)}")
+    return CAPTIONS[name]
+
+
+def caption(label: int, domain: str, colour: str, rng: np.random.Generator,
+            noise: CaptionNoise | None = None, confusions: dict[int, int] | None = None) -> str:
+    """A caption of the pretraining corpus, e.g. 'a clipart of a red star'.
+
+    Without ``noise`` (the "clean" profile) the random draws are exactly those of the first
+    shipped checkpoints, so their recipe still reproduces them.
+    """
     style = STYLE_WORDS[domain]
+    a = "an" if style[0] in "aeiou" else "a"
+    if noise is not None and noise.omit > 0 and rng.random() < noise.omit:
+        form = OMIT_FORMS[rng.integers(len(OMIT_FORMS))]
+        return form.format(a=a, style=style, colour=colour)
     form = CAPTION_FORMS[rng.integers(len(CAPTION_FORMS))]
     if colour in ("grey",) and "{colour}" in form:
         form = CAPTION_FORMS[1]
-    return form.format(a="an" if style[0] in "aeiou" else "a", style=style, colour=colour,
-                       cls=CLASSNAMES[label])
+    word = CLASSNAMES[(confusions or {}).get(label, label)]
+    return form.format(a=a, style=style, colour=colour, cls=word)
 
 
 def _corpus_chunk(args):
@@ -153,7 +217,30 @@ def render_corpus(n: int, seed: int, domains: tuple[str, ...] = DOMAINS, image_s
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def corpus_caption(meta_row: np.ndarray, rng: np.random.Generator) -> str:
-    """Caption of one corpus image from its (label, domain, colour) codes."""
+def corpus_caption(meta_row: np.ndarray, rng: np.random.Generator, captions: str = "clean") -> str:
+    """Caption of one corpus image from its (label, domain, colour) codes, under a caption profile."""
     colours = list(COLOURS) + ["grey"]
-    return caption(int(meta_row[0]), DOMAINS[int(meta_row[1])], colours[int(meta_row[2])], rng)
+    domain = DOMAINS[int(meta_row[1])]
+    if captions == "clean":
+        return caption(int(meta_row[0]), domain, colours[int(meta_row[2])], rng)
+    noise = caption_profile(captions)[domain]
+    return caption(int(meta_row[0]), domain, colours[int(meta_row[2])], rng, noise,
+                   _confusions(captions, domain))
+
+
+@lru_cache(maxsize=None)
+def _confusions(captions: str, domain: str) -> dict[int, int]:
+    return confusion_map(domain, caption_profile(captions)[domain].confused)
+
+
+def corpus_definition(captions: str, corpus_size: int, seed: int, domains: tuple[str, ...],
+                      image_size: int = 64) -> dict:
+    """Everything that decides the captioned corpus (its sha256 goes into a checkpoint's recipe)."""
+    profile = caption_profile(captions)
+    return {"generator_version": GENERATOR_VERSION, "classes": list(CLASSNAMES),
+            "caption_forms": list(CAPTION_FORMS), "omit_forms": list(OMIT_FORMS),
+            "captions": captions, "image_size": image_size, "corpus_size": corpus_size, "seed": seed,
+            "domains": list(domains),
+            "noise": {d: asdict(profile[d]) for d in DOMAINS},
+            "confusions": {d: {CLASSNAMES[k]: CLASSNAMES[v] for k, v in _confusions(captions, d).items()}
+                           for d in DOMAINS}}

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from w2sclip.data.builtin import CLASSNAMES, TEMPLATES, corpus_caption, render_corpus
+from w2sclip.data.builtin import (CLASSNAMES, TEMPLATES, caption_profile, corpus_caption,
+                                  corpus_definition, render_corpus)
 from w2sclip.data.builtin_render import DOMAINS
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,44 @@ class PretrainConfig:
     warmup: int = 100
     corpus_size: int = 80_000
     domains: tuple[str, ...] = DOMAINS
+    captions: str = "clean"
     seed: int = 0
     init: str | None = None
     eval_every: int = 300
     threads: int = 2
     history: list = field(default_factory=list, compare=False)
+
+    def __post_init__(self) -> None:
+        caption_profile(self.captions)  # fails early, naming the valid profiles
+
+    def command(self) -> str:
+        """The `w2sclip pretrain` command line that reproduces these weights, every option
+        spelled out (``threads`` and ``eval_every`` change only float rounding and logging)."""
+        parts = ["w2sclip pretrain --out OUT.safetensors"]
+        for key in ("arch", "steps", "batch_size", "lr", "weight_decay", "warmup", "corpus_size",
+                    "captions", "seed"):
+            parts.append(f"--{key.replace('_', '-')} {getattr(self, key)}")
+        parts.append(f"--domains {','.join(self.domains)}")
+        if self.init:
+            parts.append(f"--init {self.init}")
+        return " ".join(parts)
+
+
+def sha256_json(obj) -> str:
+    """sha256 of a canonical JSON encoding (sorted keys)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _image_tensor(batch_uint8: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -112,7 +146,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path) -> Path:
         batch = images[idx]
         flip = rng.random(cfg.batch_size) < 0.5
         batch[flip] = batch[flip, :, ::-1]
-        caps = [corpus_caption(meta[i], rng) for i in idx]
+        caps = [corpus_caption(meta[i], rng, cfg.captions) for i in idx]
         img, txt, scale = model(_image_tensor(batch, mean, std), tokenizer(caps))[:3]
         loss = clip_loss(img, txt, scale, caps)
         opt.zero_grad(set_to_none=True)
@@ -129,7 +163,10 @@ def pretrain(cfg: PretrainConfig, out: str | Path) -> Path:
             _save(model, out, save_file)
     _save(model, out, save_file)
     recipe = {k: v for k, v in asdict(cfg).items() if k != "history"}
-    recipe.update(history=history, minutes=round((time.time() - t0) / 60, 1),
+    recipe.update(corpus_sha256=sha256_json(corpus_definition(cfg.captions, cfg.corpus_size, cfg.seed,
+                                                             tuple(cfg.domains))),
+                  init_sha256=sha256_file(init) if init else None, command=cfg.command(),
+                  history=history, minutes=round((time.time() - t0) / 60, 1),
                   torch=torch.__version__, open_clip=open_clip.__version__)
     out.with_suffix(".json").write_text(json.dumps(recipe, indent=1))
     return out
