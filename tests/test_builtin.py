@@ -63,3 +63,44 @@ def test_unknown_size_and_domain_name_valid_options(tmp_path):
         make_builtin(tmp_path, size="huge")
     with pytest.raises(KeyError, match="infograph"):
         make_builtin(tmp_path, size="quick", domains=("photos",))
+
+
+# world versions (issue 11) ------------------------------------------------------------------------
+
+def _world_digest(world: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for i, d in enumerate(DOMAINS):
+        for label in (0, 7, 23):
+            h.update(np.asarray(draw(label, d, image_rng("dataset", 0, i, label, 3, 1), world=world)[0]).tobytes())
+    return h.hexdigest()
+
+
+def test_world_1_is_the_shipped_checkpoints_world_pixel_for_pixel():
+    # the shipped checkpoints were pretrained on world 1: its images must never change (if this
+    # fails after a Pillow upgrade, Pillow's drawing changed and the world moved under them)
+    assert _world_digest(1) == "b03ec33677cbe99994f6f707a9407638746936c299d1cd9d1321713d70532c50"
+
+
+def test_world_2_changes_every_domain_but_infograph(tmp_path):
+    for i, d in enumerate(DOMAINS):
+        a = np.asarray(draw(5, d, image_rng("dataset", 0, i, 5, 1), world=1)[0])
+        b = np.asarray(draw(5, d, image_rng("dataset", 0, i, 5, 1), world=2)[0])
+        assert np.array_equal(a, b) == (d == "infograph"), d
+    imgs, meta = render_corpus(6, seed=0, workers=1, world=2)
+    assert imgs.shape == (6, 64, 64, 3) and not np.array_equal(imgs, render_corpus(6, seed=0, workers=1)[0])
+    root = make_builtin(tmp_path / "w2", size=BuiltinSize(train=1, test=1), domains=("quickdraw",), world=2,
+                        workers=1)
+    import json
+    assert json.loads((root / "builtin.json").read_text())["world"] == 2
+
+
+def test_unknown_world_names_the_valid_ones(tmp_path):
+    from w2sclip.models.strong.pretrain import PretrainConfig
+
+    with pytest.raises(KeyError, match="valid: 1, 2"):
+        make_builtin(tmp_path / "x", size="quick", world=3)
+    with pytest.raises(KeyError, match="valid: 1, 2"):
+        PretrainConfig(world=0)
+    assert "--world 2" in PretrainConfig(world=2).command()

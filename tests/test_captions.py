@@ -77,7 +77,7 @@ def test_pretrain_writes_its_recipe_with_hashes_and_command(tmp_path):
     assert len(recipe["corpus_sha256"]) == 64
     assert recipe["command"] == ("w2sclip pretrain --out OUT.safetensors --arch w2s-vit-tiny --steps 2 "
                                  "--batch-size 8 --lr 0.001 --weight-decay 0.1 --warmup 1 --corpus-size 16 "
-                                 "--captions web-noisy --seed 3 --domains " + ",".join(DOMAINS))
+                                 "--captions web-noisy --world 1 --seed 3 --domains " + ",".join(DOMAINS))
     # the command parses back into the same recipe
     from typer.testing import CliRunner
 

@@ -95,6 +95,7 @@ def pretrain(
     corpus_size: int = typer.Option(80_000, help="Captioned images rendered for the corpus."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all six)."),
     captions: str = typer.Option("clean", help="Caption profile of the corpus: clean, web, web-noisy (docs/backbones.md)."),
+    world: int = typer.Option(1, help="World version of the corpus images: 1 or 2 (docs/backbones.md)."),
     seed: int = typer.Option(0, help="Corpus and init seed (the corpus never overlaps any dataset)."),
     init: Optional[str] = typer.Option(None, help="Start from this checkpoint (name or path)."),
 ) -> None:
@@ -105,7 +106,7 @@ def pretrain(
     _writable_file(out, "--out", create_folder=True)
     kw = dict(arch=arch, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
               warmup=warmup, corpus_size=corpus_size,
-              captions=captions, seed=seed, init=init)
+              captions=captions, world=world, seed=seed, init=init)
     if domains:
         kw["domains"] = _domains(domains)
     path = run(PretrainConfig(**kw), out)
@@ -411,11 +412,12 @@ def make_builtin_cmd(
     out: Path = typer.Option(..., help="Folder to write the benchmark into."),
     size: str = typer.Option("default", help="quick or default."),
     seed: int = typer.Option(0, help="Generator seed."),
+    world: int = typer.Option(1, help="World version: 1 (the shipped checkpoints' world) or 2 (docs/backbones.md)."),
 ) -> None:
     """Generate the built-in multi-domain benchmark (images + manifest + class names + templates)."""
     from w2sclip.data.builtin import make_builtin
 
-    path = make_builtin(out, size=size, seed=seed)
+    path = make_builtin(out, size=size, seed=seed, world=world)
     typer.echo(f"wrote {path}/manifest.csv")
 
 

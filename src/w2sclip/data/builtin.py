@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w2sclip.data.builtin_render import COLOURS, DOMAINS, STYLE_WORDS, render
+from w2sclip.data.builtin_render import COLOURS, DOMAINS, STYLE_WORDS, WORLDS, check_world, render
 from w2sclip.data.builtin_shapes import SHAPES
 
 log = logging.getLogger(__name__)
@@ -53,20 +53,21 @@ def image_rng(purpose: str, seed: int, domain: int, label: int, index: int, spli
     return np.random.default_rng([_PURPOSE[purpose], seed, split, domain, label, index])
 
 
-def draw(label: int, domain: str, rng: np.random.Generator, image_size: int = 64):
-    """One image of class ``label`` in ``domain``; returns (PIL image, colour name)."""
-    return render(SHAPES[CLASSNAMES[label]](), domain, rng, image_size)
+def draw(label: int, domain: str, rng: np.random.Generator, image_size: int = 64, world: int = 1):
+    """One image of class ``label`` in ``domain`` of world version ``world`` (``WORLDS``);
+    returns (PIL image, colour name)."""
+    return render(SHAPES[CLASSNAMES[label]](), domain, rng, image_size, world)
 
 
 def _write_chunk(args) -> list[tuple[str, int, str, str]]:
-    out, seed, domain, split, per_class, image_size = args
+    out, seed, domain, split, per_class, image_size, world = args
     rows = []
     d, s = DOMAINS.index(domain), _SPLIT_CODE[split]
     for label, name in enumerate(CLASSNAMES):
         folder = Path(out) / "images" / domain / split / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            img, _ = draw(label, domain, image_rng("dataset", seed, d, label, i, s), image_size)
+            img, _ = draw(label, domain, image_rng("dataset", seed, d, label, i, s), image_size, world)
             rel = f"images/{domain}/{split}/{name}/{i:04d}.png"
             img.save(Path(out) / rel)
             rows.append((rel, label, domain, split))
@@ -74,8 +75,11 @@ def _write_chunk(args) -> list[tuple[str, int, str, str]]:
 
 
 def make_builtin(out: str | os.PathLike, size: str | BuiltinSize = "default", seed: int = 0,
-                 image_size: int = 64, domains: tuple[str, ...] = DOMAINS, workers: int = 2) -> Path:
-    """Write the benchmark to ``out`` (skipped when an identical one is already there)."""
+                 image_size: int = 64, domains: tuple[str, ...] = DOMAINS, workers: int = 2,
+                 world: int = 1) -> Path:
+    """Write the benchmark to ``out`` (skipped when an identical one is already there);
+    ``world``: the world version (``WORLDS``, docs/backbones.md)."""
+    check_world(world)
     if isinstance(size, str):
         if size not in SIZES:
             raise KeyError(f"unknown builtin size {size!r}; valid: {', '.join(SIZES)}")
@@ -85,14 +89,15 @@ def make_builtin(out: str | os.PathLike, size: str | BuiltinSize = "default", se
         raise KeyError(f"unknown domain(s) {bad}; valid: {', '.join(DOMAINS)}")
     out = Path(out)
     info = {"generator_version": GENERATOR_VERSION, "seed": seed, "image_size": image_size,
-            "size": asdict(size), "domains": list(domains), "classes": list(CLASSNAMES)}
+            "size": asdict(size), "domains": list(domains), "classes": list(CLASSNAMES),
+            **({"world": world} if world != 1 else {})}
     info_file = out / "builtin.json"
     if (out / "manifest.csv").exists() and info_file.exists() \
             and json.loads(info_file.read_text()) == info:
         log.info("built-in benchmark already at %s", out)
         return out
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), seed, d, split, getattr(size, split), image_size)
+    jobs = [(str(out), seed, d, split, getattr(size, split), image_size, world)
             for d in domains for split in ("train", "test")]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -190,7 +195,7 @@ def caption(label: int, domain: str, colour: str, rng: np.random.Generator,
 
 
 def _corpus_chunk(args):
-    seed, start, stop, domains, image_size = args
+    seed, start, stop, domains, image_size, world = args
     imgs = np.empty((stop - start, image_size, image_size, 3), np.uint8)
     meta = np.empty((stop - start, 3), np.int16)
     colours = list(COLOURS) + ["grey"]
@@ -198,17 +203,19 @@ def _corpus_chunk(args):
         pick = np.random.default_rng([_PURPOSE["pretrain"], seed, i])
         label, domain = int(pick.integers(len(CLASSNAMES))), domains[pick.integers(len(domains))]
         img, colour = draw(label, domain, image_rng("pretrain", seed, DOMAINS.index(domain), label, i),
-                           image_size)
+                           image_size, world)
         imgs[j] = np.asarray(img)
         meta[j] = (label, DOMAINS.index(domain), colours.index(colour))
     return imgs, meta
 
 
 def render_corpus(n: int, seed: int, domains: tuple[str, ...] = DOMAINS, image_size: int = 64,
-                  workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Pretraining images (n, H, W, 3) uint8 and their (label, domain, colour) codes (n, 3)."""
+                  workers: int = 2, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pretraining images (n, H, W, 3) uint8 of world version ``world`` and their
+    (label, domain, colour) codes (n, 3)."""
     step = 2000
-    jobs = [(seed, s, min(s + step, n), tuple(domains), image_size) for s in range(0, n, step)]
+    check_world(world)
+    jobs = [(seed, s, min(s + step, n), tuple(domains), image_size, world) for s in range(0, n, step)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             parts = list(pool.map(_corpus_chunk, jobs))
@@ -234,7 +241,7 @@ def _confusions(captions: str, domain: str) -> dict[int, int]:
 
 
 def corpus_definition(captions: str, corpus_size: int, seed: int, domains: tuple[str, ...],
-                      image_size: int = 64) -> dict:
+                      image_size: int = 64, world: int = 1) -> dict:
     """Everything that decides the captioned corpus (its sha256 goes into a checkpoint's recipe)."""
     profile = caption_profile(captions)
     return {"generator_version": GENERATOR_VERSION, "classes": list(CLASSNAMES),
@@ -243,4 +250,5 @@ def corpus_definition(captions: str, corpus_size: int, seed: int, domains: tuple
             "domains": list(domains),
             "noise": {d: asdict(profile[d]) for d in DOMAINS},
             "confusions": {d: {CLASSNAMES[k]: CLASSNAMES[v] for k, v in _confusions(captions, d).items()}
-                           for d in DOMAINS}}
+                           for d in DOMAINS},
+            **({"world": world} if world != 1 else {})}

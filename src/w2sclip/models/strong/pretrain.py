@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from w2sclip.data.builtin import (CLASSNAMES, TEMPLATES, caption_profile, corpus_caption,
                                   corpus_definition, render_corpus)
-from w2sclip.data.builtin_render import DOMAINS
+from w2sclip.data.builtin_render import DOMAINS, check_world
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class PretrainConfig:
     corpus_size: int = 80_000
     domains: tuple[str, ...] = DOMAINS
     captions: str = "clean"
+    world: int = 1
     seed: int = 0
     init: str | None = None
     eval_every: int = 300
@@ -46,14 +47,15 @@ class PretrainConfig:
     history: list = field(default_factory=list, compare=False)
 
     def __post_init__(self) -> None:
-        caption_profile(self.captions)  # fails early, naming the valid profiles
+        caption_profile(self.captions)  # fail early, naming the valid values
+        check_world(self.world)
 
     def command(self) -> str:
         """The `w2sclip pretrain` command line that reproduces these weights, every option
         spelled out (``threads`` and ``eval_every`` change only float rounding and logging)."""
         parts = ["w2sclip pretrain --out OUT.safetensors"]
         for key in ("arch", "steps", "batch_size", "lr", "weight_decay", "warmup", "corpus_size",
-                    "captions", "seed"):
+                    "captions", "world", "seed"):
             parts.append(f"--{key.replace('_', '-')} {getattr(self, key)}")
         parts.append(f"--domains {','.join(self.domains)}")
         if self.init:
@@ -128,8 +130,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path) -> Path:
     mean = torch.tensor(model.visual.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(model.visual.image_std).view(1, 3, 1, 1)
     t0 = time.time()
-    images, meta = render_corpus(cfg.corpus_size, cfg.seed, cfg.domains)
-    probe_imgs, probe_meta = render_corpus(1440, cfg.seed + 10_000, DOMAINS)
+    images, meta = render_corpus(cfg.corpus_size, cfg.seed, cfg.domains, world=cfg.world)
+    probe_imgs, probe_meta = render_corpus(1440, cfg.seed + 10_000, DOMAINS, world=cfg.world)
     log.info("rendered %d corpus images in %.0fs", len(images), time.time() - t0)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in n)]
@@ -164,7 +166,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path) -> Path:
     _save(model, out, save_file)
     recipe = {k: v for k, v in asdict(cfg).items() if k != "history"}
     recipe.update(corpus_sha256=sha256_json(corpus_definition(cfg.captions, cfg.corpus_size, cfg.seed,
-                                                             tuple(cfg.domains))),
+                                                             tuple(cfg.domains), world=cfg.world)),
                   init_sha256=sha256_file(init) if init else None, command=cfg.command(),
                   history=history, minutes=round((time.time() - t0) / 60, 1),
                   torch=torch.__version__, open_clip=open_clip.__version__)
