@@ -228,9 +228,7 @@ def corpus_caption(meta_row: np.ndarray, rng: np.random.Generator, captions: str
     """Caption of one corpus image from its (label, domain, colour) codes, under a caption profile."""
     colours = list(COLOURS) + ["grey"]
     domain = DOMAINS[int(meta_row[1])]
-    if captions == "clean":
-        return caption(int(meta_row[0]), domain, colours[int(meta_row[2])], rng)
-    noise = caption_profile(captions)[domain]
+    noise = caption_profile(captions)[domain]  # "clean": omit 0 and no confusions, the same draws
     return caption(int(meta_row[0]), domain, colours[int(meta_row[2])], rng, noise,
                    _confusions(captions, domain))
 

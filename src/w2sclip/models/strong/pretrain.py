@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from w2sclip.data.builtin import (CLASSNAMES, TEMPLATES, caption_profile, corpus_caption,
                                   corpus_definition, render_corpus)
+from w2sclip.data.identity import file_sha256
 from w2sclip.data.builtin_render import DOMAINS, check_world
 
 log = logging.getLogger(__name__)
@@ -68,16 +69,6 @@ def sha256_json(obj) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _image_tensor(batch_uint8: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -167,7 +158,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path) -> Path:
     recipe = {k: v for k, v in asdict(cfg).items() if k != "history"}
     recipe.update(corpus_sha256=sha256_json(corpus_definition(cfg.captions, cfg.corpus_size, cfg.seed,
                                                              tuple(cfg.domains), world=cfg.world)),
-                  init_sha256=sha256_file(init) if init else None, command=cfg.command(),
+                  init_sha256=file_sha256(init) if init else None, command=cfg.command(),
                   history=history, minutes=round((time.time() - t0) / 60, 1),
                   torch=torch.__version__, open_clip=open_clip.__version__)
     out.with_suffix(".json").write_text(json.dumps(recipe, indent=1))
