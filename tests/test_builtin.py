@@ -77,10 +77,19 @@ def _world_digest(world: int) -> str:
     return h.hexdigest()
 
 
-def test_world_1_is_the_shipped_checkpoints_world_pixel_for_pixel():
-    # the shipped checkpoints were pretrained on world 1: its images must never change (if this
-    # fails after a Pillow upgrade, Pillow's drawing changed and the world moved under them)
+def test_world_1_is_the_default_and_unchanged_pixel_for_pixel():
+    # the shipped checkpoints were pretrained on world 1, the default everywhere: its images must
+    # never change (if this fails after a Pillow upgrade, Pillow's drawing changed under them)
+    from w2sclip.config import RunConfig
+    from w2sclip.data.builtin_render import WORLD
+
+    assert WORLD == 1 and RunConfig(domain="real").builtin_world == 1
     assert _world_digest(1) == "b03ec33677cbe99994f6f707a9407638746936c299d1cd9d1321713d70532c50"
+
+
+def test_world_2_is_unchanged_pixel_for_pixel():
+    # the recalibration's pretraining measurements (docs/backbones.md) were made on these pixels
+    assert _world_digest(2) == "48443aaeae5324ef4455bdabf4b575c1438ce59c194bc185da85945ee905ee72"
 
 
 def test_world_2_changes_every_domain_but_infograph(tmp_path):
@@ -89,7 +98,7 @@ def test_world_2_changes_every_domain_but_infograph(tmp_path):
         b = np.asarray(draw(5, d, image_rng("dataset", 0, i, 5, 1), world=2)[0])
         assert np.array_equal(a, b) == (d == "infograph"), d
     imgs, meta = render_corpus(6, seed=0, workers=1, world=2)
-    assert imgs.shape == (6, 64, 64, 3) and not np.array_equal(imgs, render_corpus(6, seed=0, workers=1)[0])
+    assert imgs.shape == (6, 64, 64, 3) and not np.array_equal(imgs, render_corpus(6, seed=0, workers=1, world=1)[0])
     root = make_builtin(tmp_path / "w2", size=BuiltinSize(train=1, test=1), domains=("quickdraw",), world=2,
                         workers=1)
     import json

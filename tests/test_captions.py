@@ -110,3 +110,22 @@ def test_pretrain_rejects_an_unknown_profile_before_any_work():
 
     with pytest.raises(KeyError, match="valid: clean, web, web-noisy"):
         PretrainConfig(captions="noisy")
+
+
+def test_the_cnn_tower_pretrains_and_loads_as_a_strong_model(tmp_path):
+    # w2s-rn-tiny (open_clip ModifiedResNet tower, same text tower as w2s-vit-tiny): the
+    # recalibration's architecture candidate (docs/backbones.md, "Regime calibration")
+    from w2sclip.models.strong.openclip import load_strong
+    from w2sclip.models.strong.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(arch="w2s-rn-tiny", steps=1, batch_size=8, corpus_size=16, world=2, eval_every=1000,
+                         threads=1)
+    out = pretrain(cfg, tmp_path / "rn.safetensors")
+    assert "--arch w2s-rn-tiny" in json.loads(out.with_suffix(".json").read_text())["command"]
+    strong = load_strong(f"w2s-rn-tiny:{out}")
+    assert strong.image_size == 64
+    import torch
+
+    feats = strong.encode_images(torch.zeros(2, 3, 64, 64))
+    assert feats.shape == (2, 128) and torch.isfinite(feats).all()
+    assert strong.text_weights(["circle", "star"], ["a photo of a {}."]).shape == (2, 128)

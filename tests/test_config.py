@@ -50,6 +50,17 @@ def test_digest_ignores_execution_fields():
     assert a.slug().startswith("builtin-real-full")
 
 
+def test_builtin_world_enters_the_digest_only_where_it_names_a_new_world():
+    a = make_run_config({"domain": "real"})
+    assert a.builtin_world == 1 and "builtin_world" not in a.semantic()  # world 1 run folders keep their names
+    w2 = make_run_config({"domain": "real", "builtin_world": 2})
+    assert w2.semantic()["builtin_world"] == 2 and w2.digest() != a.digest()
+    other = make_run_config({"dataset": "pacs", "root": "/data/pacs", "domain": "photo", "builtin_world": 2})
+    assert "builtin_world" not in other.semantic()
+    with pytest.raises(ValueError, match="builtin_world"):
+        make_run_config({"domain": "real", "builtin_world": 3})
+
+
 def test_overrides_set_base_and_grid(tmp_path):
     sweep = load_sweep(preset_dir() / "builtin.yaml",
                        ["builtin_size=quick", "grid.seed=[0]", "strong=full", "methods=[cpl,kd_lp]"])
@@ -118,3 +129,14 @@ def test_source_domain_identity():
         make_run_config({"domain": "real", "source_domain": "sketch", "weak": "clip:limited"})
     c = make_run_config({"domain": "real", "weak_options": {"num_workers": 4}})
     assert c.digest() == a.digest()
+
+
+def test_builtin_world_generates_its_own_folder(tmp_path, monkeypatch):
+    import w2sclip.data.builtin as builtin
+    from w2sclip.run.task import dataset_root
+
+    seen = []
+    monkeypatch.setattr(builtin, "make_builtin", lambda out, **kw: seen.append((out, kw)) or out)
+    for world in (1, 2):
+        dataset_root(make_run_config({"domain": "real", "builtin_size": "quick", "builtin_world": world}), tmp_path)
+    assert [(p.name, kw["world"]) for p, kw in seen] == [("builtin-quick-w1", 1), ("builtin-quick-w2", 2)]

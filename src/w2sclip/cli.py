@@ -95,7 +95,7 @@ def pretrain(
     corpus_size: int = typer.Option(80_000, help="Captioned images rendered for the corpus."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all six)."),
     captions: str = typer.Option("clean", help="Caption profile of the corpus: clean, web, web-noisy (docs/backbones.md)."),
-    world: int = typer.Option(1, help="World version of the corpus images: 1 or 2 (docs/backbones.md)."),
+    world: int = typer.Option(1, help="World version of the corpus images: 1 (the shipped checkpoints') or 2 (docs/backbones.md)."),
     seed: int = typer.Option(0, help="Corpus and init seed (the corpus never overlaps any dataset)."),
     init: Optional[str] = typer.Option(None, help="Start from this checkpoint (name or path)."),
 ) -> None:
@@ -412,7 +412,7 @@ def make_builtin_cmd(
     out: Path = typer.Option(..., help="Folder to write the benchmark into."),
     size: str = typer.Option("default", help="quick or default."),
     seed: int = typer.Option(0, help="Generator seed."),
-    world: int = typer.Option(1, help="World version: 1 (the shipped checkpoints' world) or 2 (docs/backbones.md)."),
+    world: int = typer.Option(1, help="World version: 1 (the shipped checkpoints' world) or 2 (docs/datasets.md)."),
 ) -> None:
     """Generate the built-in multi-domain benchmark (images + manifest + class names + templates)."""
     from w2sclip.data.builtin import make_builtin

@@ -37,6 +37,8 @@ class RunConfig(BaseModel):
     dataset_options: dict[str, Any] = Field(default_factory=dict,
                                             description="options of the dataset family (docs/datasets.md)")
     builtin_size: Literal["quick", "default"] = Field("default", description="size of the generated built-in benchmark")
+    builtin_world: Literal[1, 2] = Field(1, description="world version of the generated built-in benchmark "
+                                                        "(1: the shipped checkpoints' world; docs/datasets.md)")
     domain: str = Field(..., description="target domain (D_hold / D_test)")
     source_domain: Optional[str] = Field(None, description="cross-domain protocol: the weak model's training domain")
     strong: str = Field("full", description="strong CLIP spec: full | limited | ARCH:TAG | ARCH:/path | hf-hub:ID")
@@ -119,6 +121,8 @@ class RunConfig(BaseModel):
         d = self.model_dump(mode="json", exclude=set(EXECUTION_FIELDS))
         d["weak_options"] = {k: v for k, v in self.weak_options.items() if k not in WEAK_EXECUTION_OPTIONS}
         d["protocol"] = self.protocol
+        if self.dataset != "builtin" or self.builtin_world == 1:
+            del d["builtin_world"]  # only the built-in world it names; world 1's digests predate the field
         return d
 
     def digest(self) -> str:

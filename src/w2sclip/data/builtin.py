@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w2sclip.data.builtin_render import COLOURS, DOMAINS, STYLE_WORDS, WORLDS, check_world, render
+from w2sclip.data.builtin_render import COLOURS, DOMAINS, STYLE_WORDS, WORLD, WORLDS, check_world, render
 from w2sclip.data.builtin_shapes import SHAPES
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def image_rng(purpose: str, seed: int, domain: int, label: int, index: int, spli
     return np.random.default_rng([_PURPOSE[purpose], seed, split, domain, label, index])
 
 
-def draw(label: int, domain: str, rng: np.random.Generator, image_size: int = 64, world: int = 1):
+def draw(label: int, domain: str, rng: np.random.Generator, image_size: int = 64, world: int = WORLD):
     """One image of class ``label`` in ``domain`` of world version ``world`` (``WORLDS``);
     returns (PIL image, colour name)."""
     return render(SHAPES[CLASSNAMES[label]](), domain, rng, image_size, world)
@@ -76,7 +76,7 @@ def _write_chunk(args) -> list[tuple[str, int, str, str]]:
 
 def make_builtin(out: str | os.PathLike, size: str | BuiltinSize = "default", seed: int = 0,
                  image_size: int = 64, domains: tuple[str, ...] = DOMAINS, workers: int = 2,
-                 world: int = 1) -> Path:
+                 world: int = WORLD) -> Path:
     """Write the benchmark to ``out`` (skipped when an identical one is already there);
     ``world``: the world version (``WORLDS``, docs/backbones.md)."""
     check_world(world)
@@ -210,7 +210,7 @@ def _corpus_chunk(args):
 
 
 def render_corpus(n: int, seed: int, domains: tuple[str, ...] = DOMAINS, image_size: int = 64,
-                  workers: int = 2, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                  workers: int = 2, world: int = WORLD) -> tuple[np.ndarray, np.ndarray]:
     """Pretraining images (n, H, W, 3) uint8 of world version ``world`` and their
     (label, domain, colour) codes (n, 3)."""
     step = 2000
@@ -239,7 +239,7 @@ def _confusions(captions: str, domain: str) -> dict[int, int]:
 
 
 def corpus_definition(captions: str, corpus_size: int, seed: int, domains: tuple[str, ...],
-                      image_size: int = 64, world: int = 1) -> dict:
+                      image_size: int = 64, world: int = WORLD) -> dict:
     """Everything that decides the captioned corpus (its sha256 goes into a checkpoint's recipe)."""
     profile = caption_profile(captions)
     return {"generator_version": GENERATOR_VERSION, "classes": list(CLASSNAMES),

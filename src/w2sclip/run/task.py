@@ -53,7 +53,8 @@ def dataset_root(cfg: RunConfig, cache_dir: Path) -> Path | str:
     if cfg.dataset == "builtin":
         from w2sclip.data.builtin import make_builtin
 
-        return make_builtin(cache_dir / f"builtin-{cfg.builtin_size}", size=cfg.builtin_size, seed=0)
+        return make_builtin(cache_dir / f"builtin-{cfg.builtin_size}-w{cfg.builtin_world}", size=cfg.builtin_size,
+                            seed=0, world=cfg.builtin_world)
     raise ValueError(f"dataset {cfg.dataset!r} needs root=<folder>; e.g. --set root=/data/domainnet")
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from w2sclip.data.builtin import (CLASSNAMES, TEMPLATES, caption_profile, corpus_caption,
                                   corpus_definition, render_corpus)
 from w2sclip.data.identity import file_sha256
-from w2sclip.data.builtin_render import DOMAINS, check_world
+from w2sclip.data.builtin_render import DOMAINS, WORLD, check_world
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class PretrainConfig:
     corpus_size: int = 80_000
     domains: tuple[str, ...] = DOMAINS
     captions: str = "clean"
-    world: int = 1
+    world: int = WORLD
     seed: int = 0
     init: str | None = None
     eval_every: int = 300
