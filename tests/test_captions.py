@@ -115,6 +115,8 @@ def test_pretrain_rejects_an_unknown_profile_before_any_work():
 def test_the_cnn_tower_pretrains_and_loads_as_a_strong_model(tmp_path):
     # w2s-rn-tiny (open_clip ModifiedResNet tower, same text tower as w2s-vit-tiny): the
     # recalibration's architecture candidate (docs/backbones.md, "Regime calibration")
+    import torch
+
     from w2sclip.models.strong.openclip import load_strong
     from w2sclip.models.strong.pretrain import PretrainConfig, pretrain
 
@@ -124,8 +126,6 @@ def test_the_cnn_tower_pretrains_and_loads_as_a_strong_model(tmp_path):
     assert "--arch w2s-rn-tiny" in json.loads(out.with_suffix(".json").read_text())["command"]
     strong = load_strong(f"w2s-rn-tiny:{out}")
     assert strong.image_size == 64
-    import torch
-
     feats = strong.encode_images(torch.zeros(2, 3, 64, 64))
     assert feats.shape == (2, 128) and torch.isfinite(feats).all()
     assert strong.text_weights(["circle", "star"], ["a photo of a {}."]).shape == (2, 128)
