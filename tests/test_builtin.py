@@ -77,18 +77,19 @@ def _world_digest(world: int) -> str:
     return h.hexdigest()
 
 
-def test_world_1_is_the_default_and_unchanged_pixel_for_pixel():
-    # the shipped checkpoints were pretrained on world 1, the default everywhere: its images must
-    # never change (if this fails after a Pillow upgrade, Pillow's drawing changed under them)
-    from w2sclip.config import RunConfig
-    from w2sclip.data.builtin_render import WORLD
-
-    assert WORLD == 1 and RunConfig(domain="real").builtin_world == 1
+def test_world_1_is_unchanged_pixel_for_pixel():
+    # world 1's run folders and the first checkpoints' recipes refer to it: its images must never
+    # change (if this fails after a Pillow upgrade, Pillow's drawing changed under them)
     assert _world_digest(1) == "b03ec33677cbe99994f6f707a9407638746936c299d1cd9d1321713d70532c50"
 
 
-def test_world_2_is_unchanged_pixel_for_pixel():
-    # the recalibration's pretraining measurements (docs/backbones.md) were made on these pixels
+def test_world_2_is_the_default_and_unchanged_pixel_for_pixel():
+    # the shipped checkpoints were pretrained on world 2, the default everywhere
+    from w2sclip.config import RunConfig
+    from w2sclip.data.builtin_render import WORLD
+
+    assert WORLD == 2 and RunConfig(domain="real").builtin_world == 2
+    # the shipped checkpoints and the recalibration measurements (docs/backbones.md) use these pixels
     assert _world_digest(2) == "48443aaeae5324ef4455bdabf4b575c1438ce59c194bc185da85945ee905ee72"
 
 

@@ -51,7 +51,7 @@ def test_web_profile_names_photos_cleanly_and_doodles_badly():
 
 
 def test_unknown_profile_names_the_valid_ones():
-    with pytest.raises(KeyError, match="valid: clean, web, web-noisy"):
+    with pytest.raises(KeyError, match="valid: clean, web, web-mid, web-noisy, web-noisier"):
         caption_profile("webb")
 
 
@@ -75,9 +75,9 @@ def test_pretrain_writes_its_recipe_with_hashes_and_command(tmp_path):
     recipe = json.loads(out.with_suffix(".json").read_text())
     assert recipe["captions"] == "web-noisy" and recipe["init"] is None and recipe["init_sha256"] is None
     assert len(recipe["corpus_sha256"]) == 64
-    assert recipe["command"] == ("w2sclip pretrain --out OUT.safetensors --arch w2s-vit-tiny --steps 2 "
+    assert recipe["command"] == ("w2sclip pretrain --out OUT.safetensors --arch w2s-rn-tiny --steps 2 "
                                  "--batch-size 8 --lr 0.001 --weight-decay 0.1 --warmup 1 --corpus-size 16 "
-                                 "--captions web-noisy --world 1 --seed 3 --domains " + ",".join(DOMAINS))
+                                 "--captions web-noisy --world 2 --seed 3 --domains " + ",".join(DOMAINS))
     # the command parses back into the same recipe
     from typer.testing import CliRunner
 
@@ -108,7 +108,7 @@ def test_pretrain_writes_its_recipe_with_hashes_and_command(tmp_path):
 def test_pretrain_rejects_an_unknown_profile_before_any_work():
     from w2sclip.models.strong.pretrain import PretrainConfig
 
-    with pytest.raises(KeyError, match="valid: clean, web, web-noisy"):
+    with pytest.raises(KeyError, match="valid: clean, web, web-mid, web-noisy, web-noisier"):
         PretrainConfig(captions="noisy")
 
 

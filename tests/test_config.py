@@ -51,10 +51,10 @@ def test_digest_ignores_execution_fields():
 
 
 def test_builtin_world_enters_the_digest_only_where_it_names_a_new_world():
-    a = make_run_config({"domain": "real"})
-    assert a.builtin_world == 1 and "builtin_world" not in a.semantic()  # world 1 run folders keep their names
-    w2 = make_run_config({"domain": "real", "builtin_world": 2})
-    assert w2.semantic()["builtin_world"] == 2 and w2.digest() != a.digest()
+    a = make_run_config({"domain": "real", "builtin_world": 1})
+    assert "builtin_world" not in a.semantic()  # world 1 run folders keep their names
+    w2 = make_run_config({"domain": "real"})
+    assert w2.builtin_world == 2 and w2.semantic()["builtin_world"] == 2 and w2.digest() != a.digest()
     other = make_run_config({"dataset": "pacs", "root": "/data/pacs", "domain": "photo", "builtin_world": 2})
     assert "builtin_world" not in other.semantic()
     with pytest.raises(ValueError, match="builtin_world"):
@@ -116,7 +116,8 @@ def test_checks_before_any_work_and_deep_merge():
         load_sweep(preset_dir() / "builtin.yaml", ["strong=ViT-B-32:"])
     sweep = load_sweep(preset_dir() / "builtin.yaml", ["weak_options.epochs=1", "base.seed=4"])
     run = sweep.runs()[0]
-    assert run.weak_options == {"input_size": 32, "decode_size": 64, "labels_per_class": 10, "epochs": 1}
+    assert run.weak_options == {"input_size": 32, "decode_size": 64, "labels_per_class": 30, "epochs": 1,
+                                "batch_size": 32}
     assert {r.seed for r in sweep.runs()} == {4}
 
 

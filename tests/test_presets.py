@@ -77,6 +77,7 @@ def test_wheel_holds_presets_checkpoints_and_class_list(tmp_path):
     assert {"w2sclip/models/strong/checkpoints/full.safetensors", "w2sclip/models/strong/checkpoints/full.json",
             "w2sclip/models/strong/checkpoints/limited.safetensors"} <= checkpoints
     must = presets | checkpoints | {"w2sclip/models/strong/configs/w2s-vit-tiny.json",
+                                    "w2sclip/models/strong/configs/w2s-rn-tiny.json",
                                     "w2sclip/data/domainnet_classes.py", "w2sclip/cli.py"}
     assert not must - names, f"missing from the wheel: {sorted(must - names)}"
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

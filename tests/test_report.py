@@ -102,7 +102,11 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    md = build_report(runs, out, title="toy report")
+    # the shipped full and limited are compute-matched (no ladder); here they stand for two
+    # strong models of different pretraining sizes, so that the report holds a ladder too
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("w2sclip.models.strong.scale.pretraining_samples", {"full": 2e6, "limited": 1e6}.get)
+        md = build_report(runs, out, title="toy report")
     return out, md.read_text()
 
 
@@ -272,12 +276,15 @@ def test_pretraining_ladder_gains_and_pgr_by_samples_seen():
     (lad,) = ladders(recs)
     assert [r.strong for r in lad.rungs] == ["limited", "ViT-B-32:openai"] and lad.unknown == ["mystery:thing"]
     low, high = lad.rungs
-    assert low.samples == 1500 * 256 and high.samples == 12.8e9
+    assert low.samples == 2100 * 256 and high.samples == 12.8e9
     assert low.gain[("zero_shot", "cpl", "a")] == pytest.approx(0.15)
     assert low.gain[("kd_lp", "cpl", "avg")] == pytest.approx(0.10)
     assert high.gain[("zero_shot", "cpl", "a")] == pytest.approx(0.20)
     assert low.pgr[("cpl", "a")] == pytest.approx((0.7 - 0.3) / (0.9 - 0.3))
     md = markdown_report(recs)
     assert "## Pretraining ladder: dataset = toy, weak = w" in md
-    assert "| limited | 384k | a |" in md and "+15.0 / +10.0 / 0.67" in md
+    assert "| limited | 538k | a |" in md and "+15.0 / +10.0 / 0.67" in md
     assert "Left out (pretraining size unknown): mystery:thing." in md
+    # the shipped full and limited are compute-matched (same samples seen): no ladder of the two
+    matched = [r for r in recs if r["strong"] == "limited"]
+    assert ladders(matched + [{**r, "strong": "full"} for r in matched]) == []

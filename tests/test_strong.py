@@ -18,7 +18,7 @@ def limited():
 
 
 def test_builtin_checkpoint_loads_through_open_clip(limited):
-    assert limited.arch == "w2s-vit-tiny" and limited.image_size == 64
+    assert limited.arch == "w2s-rn-tiny" and limited.image_size == 64
     assert 1.0 < limited.logit_scale <= 100.0
     w = limited.text_weights(["star", "heart"], ["a photo of a {}.", "a sketch of a {}."])
     assert w.shape == (2, 128) and np.allclose(np.linalg.norm(w, axis=1), 1, atol=1e-5)
@@ -118,7 +118,7 @@ def test_spec_errors_name_close_matches_and_valid_tags():
         parse_spec("hf-hub:laion")
     assert parse_spec("RN50:cc12m").kind == "tag" and parse_spec("ViT-B-32").kind == "random"
     assert parse_spec("ViT-B-32:datacomp_s_s13m_b4k").source == "datacomp_s_s13m_b4k"
-    assert parse_spec(f"w2s-vit-tiny:{LIMITED}").kind == "file"
+    assert parse_spec(f"w2s-rn-tiny:{LIMITED}").kind == "file"
 
 
 def test_quickgelu_follows_the_tag_metadata(caplog):
@@ -176,10 +176,10 @@ def test_tag_from_a_fake_hub_cache_uses_its_activation_and_preprocessing(offline
 
     cfg = {"hf_hub": "fake/w2s-tiny/", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
            "interpolation": "bilinear", "resize_mode": "squash", "quick_gelu": True}
-    monkeypatch.setitem(_PRETRAINED, "w2s-vit-tiny", {"fake": cfg})
+    monkeypatch.setitem(_PRETRAINED, "w2s-rn-tiny", {"fake": cfg})
     shutil.copy(LIMITED, _snapshot(offline_cache, "fake/w2s-tiny") / "open_clip_model.safetensors")
-    assert open_clip.is_pretrained_cfg("w2s-vit-tiny", "fake")
-    m = load_strong("w2s-vit-tiny:fake")
+    assert open_clip.is_pretrained_cfg("w2s-rn-tiny", "fake")
+    m = load_strong("w2s-rn-tiny:fake")
     assert "building it with QuickGELU" in caplog.text
     ident = m.identity()
     assert ident["quick_gelu"] is True and limited.identity()["quick_gelu"] is False
@@ -191,7 +191,7 @@ def test_tag_from_a_fake_hub_cache_uses_its_activation_and_preprocessing(offline
 
 
 def test_hub_id_folder_and_file_specs_load_the_same_weights(offline_cache, no_network, tmp_path, limited):
-    config = {"model_cfg": json.loads((CONFIG_DIR / "w2s-vit-tiny.json").read_text()),
+    config = {"model_cfg": json.loads((CONFIG_DIR / "w2s-rn-tiny.json").read_text()),
               "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
                                  "std": [0.26862954, 0.26130258, 0.27577711]}}
     snap = _snapshot(offline_cache, "fake/w2s-hub")
@@ -202,17 +202,17 @@ def test_hub_id_folder_and_file_specs_load_the_same_weights(offline_cache, no_ne
     ref = _features(limited)
     hub = load_strong("hf-hub:fake/w2s-hub")
     assert hub.identity()["pretrained"] == "hf-hub:fake/w2s-hub"
-    for model in (hub, load_strong(f"w2s-vit-tiny:{folder}"), load_strong(f"w2s-vit-tiny:{LIMITED}")):
+    for model in (hub, load_strong(f"w2s-rn-tiny:{folder}"), load_strong(f"w2s-rn-tiny:{LIMITED}")):
         np.testing.assert_allclose(_features(model), ref, atol=1e-6)
-    assert load_strong(f"w2s-vit-tiny:{LIMITED}").weights_sha256 == limited.weights_sha256
+    assert load_strong(f"w2s-rn-tiny:{LIMITED}").weights_sha256 == limited.weights_sha256
     (folder / "open_clip_model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no weights"):
-        load_strong(f"w2s-vit-tiny:{folder}")
+        load_strong(f"w2s-rn-tiny:{folder}")
 
 
 def test_random_weights_warn_loudly():
     with pytest.warns(UserWarning, match="RANDOM weights.*meaningless"):
-        m = load_strong("w2s-vit-tiny:random")
+        m = load_strong("w2s-rn-tiny:random")
     assert m.identity()["pretrained"] == "random" and _features(m).shape == (4, 128)
 
 
@@ -232,7 +232,7 @@ def test_identity_precision_and_device():
 def test_random_weights_are_reproducible_and_hashed():
     from w2sclip.models.strong.openclip import load_strong
 
-    a, b = load_strong("w2s-vit-tiny:random"), load_strong("w2s-vit-tiny:random")
+    a, b = load_strong("w2s-rn-tiny:random"), load_strong("w2s-rn-tiny:random")
     assert a.identity()["weights_sha256"] == b.identity()["weights_sha256"] is not None
     pa, pb = next(a.model.parameters()), next(b.model.parameters())
     assert torch.equal(pa, pb)

@@ -37,8 +37,8 @@ class RunConfig(BaseModel):
     dataset_options: dict[str, Any] = Field(default_factory=dict,
                                             description="options of the dataset family (docs/datasets.md)")
     builtin_size: Literal["quick", "default"] = Field("default", description="size of the generated built-in benchmark")
-    builtin_world: Literal[1, 2] = Field(1, description="world version of the generated built-in benchmark "
-                                                        "(1: the shipped checkpoints' world; docs/datasets.md)")
+    builtin_world: Literal[1, 2] = Field(2, description="world version of the generated built-in benchmark "
+                                                        "(2: the shipped checkpoints' world; docs/datasets.md)")
     domain: str = Field(..., description="target domain (D_hold / D_test)")
     source_domain: Optional[str] = Field(None, description="cross-domain protocol: the weak model's training domain")
     strong: str = Field("full", description="strong CLIP spec: full | limited | ARCH:TAG | ARCH:/path | hf-hub:ID")

@@ -44,7 +44,7 @@ class BuiltinSize:
     test: int
 
 
-SIZES = {"quick": BuiltinSize(train=12, test=24), "default": BuiltinSize(train=30, test=80)}
+SIZES = {"quick": BuiltinSize(train=30, test=24), "default": BuiltinSize(train=30, test=80)}
 
 
 def image_rng(purpose: str, seed: int, domain: int, label: int, index: int, split: int = 0
@@ -142,15 +142,20 @@ def _noise(**per_domain: tuple[float, float]) -> dict[str, CaptionNoise]:
 
 
 # Caption profiles of the pretraining corpora (``w2sclip pretrain --captions NAME``). "clean" names
-# every class in the prompts' own words (the first shipped checkpoints). "web" and "web-noisy"
-# make zero-shot trail a linear probe as on real web data: photos are captioned well, doodles
-# badly (DomainNet's shape, docs/backbones.md); "web-noisy" is the same web with more errors.
+# every class in the prompts' own words (the first shipped checkpoints). "web", "web-mid" and
+# "web-noisy" make zero-shot trail a linear probe as on real web data: photos are captioned well,
+# doodles badly (DomainNet's shape, docs/backbones.md), each with more errors than the one before;
+# the shipped checkpoints' second stages use "web-mid" (full) and "web-noisy" (limited).
 CAPTIONS: dict[str, dict[str, CaptionNoise]] = {
     "clean": _noise(),
     "web": _noise(real=(0.0, 0.1), clipart=(0.35, 0.2), painting=(0.35, 0.2), sketch=(0.4, 0.2),
                   infograph=(0.45, 0.2), quickdraw=(0.85, 0.2)),
+    "web-mid": _noise(real=(0.1, 0.25), clipart=(0.55, 0.3), painting=(0.6, 0.3), sketch=(0.55, 0.3),
+                      infograph=(0.65, 0.3), quickdraw=(0.875, 0.3)),
     "web-noisy": _noise(real=(0.25, 0.4), clipart=(0.6, 0.4), painting=(0.6, 0.4), sketch=(0.65, 0.4),
                         infograph=(0.7, 0.4), quickdraw=(0.95, 0.4)),
+    "web-noisier": _noise(real=(0.4, 0.5), clipart=(0.75, 0.5), painting=(0.75, 0.5), sketch=(0.75, 0.5),
+                          infograph=(0.8, 0.5), quickdraw=(0.95, 0.5)),
 }
 
 

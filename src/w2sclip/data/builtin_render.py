@@ -24,13 +24,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 DOMAINS = ("real", "clipart", "painting", "sketch", "quickdraw", "infograph")
 WORLDS = (1, 2)
-"""World versions. 1: the first world, the default (the shipped checkpoints were pretrained on
-it). 2: the recalibration candidate of issue 11 (docs/backbones.md): the line-drawing domains get harder
+"""World versions. 1: the first world (the first shipped checkpoints were pretrained on it; its
+run folders keep their names). 2: the default since the recalibration of issue 11
+(docs/backbones.md), in DomainNet's regime: the line-drawing domains get harder
 (clipart: a second, smaller object of a random class and patterned backdrops; sketch: partial,
 shakier outlines and stray strokes; quickdraw: incomplete, wobblier strokes, more rotation and
 stray scribbles) and the textured ones easier (real and painting: larger objects, calmer
 backgrounds). Version 1's images are unchanged draw for draw."""
-WORLD = 1
+WORLD = 2
 """The default world version: the one the shipped ``full``/``limited`` checkpoints were pretrained on."""
 STYLE_WORDS = {"real": "photo", "clipart": "clipart", "painting": "painting",
                "sketch": "sketch", "quickdraw": "doodle", "infograph": "infographic"}

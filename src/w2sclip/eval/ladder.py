@@ -61,7 +61,9 @@ def _gains(recs: list[dict], ref: str) -> dict[tuple[str, str], float | None]:
 
 
 def ladders(records: list[dict], per_image: dict[tuple, dict | None] | None = None) -> list[Ladder]:
-    """One :class:`Ladder` per (dataset, weak, protocol) with >= 2 strong models of known size.
+    """One :class:`Ladder` per (dataset, weak, protocol) with strong models of >= 2 different known
+    sizes (compute-matched models, such as the shipped ``full`` and ``limited``, which differ in
+    pretraining data but not in samples seen, are no ladder).
 
     ``per_image`` maps a group key (``eval.tables.group_key``) to its D_test correctness (as
     ``eval.tables.pgr_cells`` takes it), so that PGR is defined exactly where the group's PGR
@@ -75,7 +77,7 @@ def ladders(records: list[dict], per_image: dict[tuple, dict | None] | None = No
     for (dataset, weak, protocol), per_strong in by.items():
         sizes = {s: pretraining_samples(s) for s in per_strong}
         known = sorted((s for s, n in sizes.items() if n is not None), key=lambda s: (sizes[s], s))
-        if len(known) < 2:
+        if len({sizes[s] for s in known}) < 2:
             continue
         domains = list(dict.fromkeys(r["domain"] for s in known for r in per_strong[s]))
         methods = [m for m in method_order({r["method"] for s in known for r in per_strong[s]})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
-BUILTIN_CHECKPOINTS = {"full": "w2s-vit-tiny", "limited": "w2s-vit-tiny"}
+BUILTIN_CHECKPOINTS = {"full": "w2s-rn-tiny", "limited": "w2s-rn-tiny"}
 """Shipped checkpoint name -> its open_clip architecture."""
 
 _registered = False

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     """Everything that decides the pretrained weights."""
 
-    arch: str = "w2s-vit-tiny"
+    arch: str = "w2s-rn-tiny"
     steps: int = 2400
     batch_size: int = 256
     lr: float = 1e-3
