@@ -187,7 +187,9 @@ def test_tag_from_a_fake_hub_cache_uses_its_activation_and_preprocessing(offline
     assert ident["pretrained"] == "fake" and ident["weights_sha256"] == ""
     sd, ref = m.model.state_dict(), limited.model.state_dict()
     assert all(torch.equal(sd[k], ref[k]) for k in ref)  # the cached weights were loaded
-    assert not np.allclose(_features(m), _features(limited), atol=1e-3)  # QuickGELU changes the numbers
+    # QuickGELU changes the text tower's numbers (the ModifiedResNet image tower uses ReLU)
+    prompts = (["star", "heart"], ["a photo of a {}."])
+    assert not np.allclose(m.text_weights(*prompts), limited.text_weights(*prompts), atol=1e-3)
 
 
 def test_hub_id_folder_and_file_specs_load_the_same_weights(offline_cache, no_network, tmp_path, limited):
@@ -219,7 +221,7 @@ def test_random_weights_warn_loudly():
 def test_identity_precision_and_device():
     m = load_strong("limited", precision="bf16")
     ident = m.identity()
-    assert ident["precision"] == "bf16" and ident["preprocess"]["size"] == [64, 64]
+    assert ident["precision"] == "bf16" and ident["preprocess"]["size"] in (64, [64, 64])  # int for ResNet towers
     assert set(ident) >= {"arch", "pretrained", "weights_sha256", "quick_gelu", "open_clip", "torch"}
     np.testing.assert_allclose(_features(m), _features(load_strong("limited")), atol=0.02)
     with pytest.raises(ValueError, match="fp32, fp16, bf16, amp"):
