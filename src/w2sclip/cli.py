@@ -94,7 +94,7 @@ def pretrain(
     warmup: int = typer.Option(100, help="Linear warm-up steps before the cosine decay."),
     corpus_size: int = typer.Option(80_000, help="Captioned images rendered for the corpus."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all six)."),
-    captions: str = typer.Option("clean", help="Caption profile of the corpus: clean, web, web-mid, web-noisy (docs/backbones.md)."),
+    captions: str = typer.Option("clean", help="Caption profile of the corpus: clean, web, web-mid, web-noisy, web-noisier (docs/backbones.md)."),
     world: int = typer.Option(2, help="World version of the corpus images: 2 (the shipped checkpoints') or 1 (docs/backbones.md)."),
     seed: int = typer.Option(0, help="Corpus and init seed (the corpus never overlaps any dataset)."),
     init: Optional[str] = typer.Option(None, help="Start from this checkpoint (name or path)."),

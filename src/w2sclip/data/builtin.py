@@ -142,10 +142,11 @@ def _noise(**per_domain: tuple[float, float]) -> dict[str, CaptionNoise]:
 
 
 # Caption profiles of the pretraining corpora (``w2sclip pretrain --captions NAME``). "clean" names
-# every class in the prompts' own words (the first shipped checkpoints). "web", "web-mid" and
-# "web-noisy" make zero-shot trail a linear probe as on real web data: photos are captioned well,
-# doodles badly (DomainNet's shape, docs/backbones.md), each with more errors than the one before;
-# the shipped checkpoints' second stages use "web-mid" (full) and "web-noisy" (limited).
+# every class in the prompts' own words (the checkpoints' first stage). "web", "web-mid",
+# "web-noisy" and "web-noisier" make zero-shot trail a linear probe as on real web data: photos
+# are captioned well, doodles badly (DomainNet's shape, docs/backbones.md), each with more errors
+# than the one before; the shipped checkpoints' second stages use "web-mid" (full) and
+# "web-noisier" (limited).
 CAPTIONS: dict[str, dict[str, CaptionNoise]] = {
     "clean": _noise(),
     "web": _noise(real=(0.0, 0.1), clipart=(0.35, 0.2), painting=(0.35, 0.2), sketch=(0.4, 0.2),
