@@ -114,3 +114,34 @@ def test_unknown_world_names_the_valid_ones(tmp_path):
     with pytest.raises(KeyError, match="valid: 1, 2"):
         PretrainConfig(world=0)
     assert "--world 2" in PretrainConfig(world=2).command()
+
+
+def _make_tiny(out: str) -> str:
+    return str(make_builtin(out, size=BuiltinSize(train=2, test=1), domains=("sketch", "real"), workers=1))
+
+
+def test_parallel_runs_generating_one_folder_wait_for_each_other(tmp_path):
+    """Two sweep workers starting from an empty cache: the second waits for the first's lock,
+    then finds the finished benchmark instead of writing the same files at once."""
+    import multiprocessing
+    import threading
+
+    from w2sclip.fileio import FileLock
+
+    out = tmp_path / "b"
+    out.mkdir()
+    lock = FileLock(out / ".generate.lock")
+    lock.acquire()
+    waiter = threading.Thread(target=_make_tiny, args=(str(out),))
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive() and not (out / "manifest.csv").exists()  # blocked behind the holder
+    lock.release()
+    waiter.join(timeout=60)
+    assert not waiter.is_alive() and (out / "manifest.csv").exists()
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:  # a real race, two processes
+        roots = pool.map(_make_tiny, [str(tmp_path / "c")] * 2)
+    assert roots[0] == roots[1]
+    assert len(load_manifest(roots[0]).samples) == 2 * (2 + 1) * len(CLASSNAMES)
+    assert not list((tmp_path / "c").glob("*.tmp*"))

@@ -261,7 +261,10 @@ class FileLock:
                 os.close(fd)
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except ImportError:  # interpreter shutdown: closing the descriptor frees the lock anyway
+            pass
 
     def __enter__(self) -> FileLock:  # noqa: PYI034 (Self needs Python 3.11)
         self.acquire()

@@ -25,6 +25,7 @@ import numpy as np
 
 from w2sclip.data.builtin_render import COLOURS, DOMAINS, STYLE_WORDS, WORLD, WORLDS, check_world, render
 from w2sclip.data.builtin_shapes import SHAPES
+from w2sclip.fileio import FileLock, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,27 @@ def make_builtin(out: str | os.PathLike, size: str | BuiltinSize = "default", se
             "size": asdict(size), "domains": list(domains), "classes": list(CLASSNAMES),
             **({"world": world} if world != 1 else {})}
     info_file = out / "builtin.json"
-    if (out / "manifest.csv").exists() and info_file.exists() \
-            and json.loads(info_file.read_text()) == info:
+
+    def complete() -> bool:
+        return (out / "manifest.csv").exists() and info_file.exists() \
+            and json.loads(info_file.read_text()) == info
+
+    if complete():
         log.info("built-in benchmark already at %s", out)
         return out
     out.mkdir(parents=True, exist_ok=True)
+    # Parallel runs from an empty cache: one process writes, the others wait and then find it.
+    with FileLock(out / ".generate.lock"):
+        if complete():
+            return out
+        _generate(out, info, size, seed, image_size, domains, workers, world)
+    return out
+
+
+def _generate(out: Path, info: dict, size: BuiltinSize, seed: int, image_size: int,
+              domains: tuple[str, ...], workers: int, world: int) -> None:
+    info_file = out / "builtin.json"
+    info_file.unlink(missing_ok=True)  # a changed recipe: the old manifest no longer describes it
     jobs = [(str(out), seed, d, split, getattr(size, split), image_size, world)
             for d in domains for split in ("train", "test")]
     if workers > 1:
@@ -113,8 +130,7 @@ def make_builtin(out: str | os.PathLike, size: str | BuiltinSize = "default", se
     (out / "classnames.txt").write_text("\n".join(CLASSNAMES) + "\n")
     (out / "templates.txt").write_text("\n".join(TEMPLATES) + "\n")
     os.replace(tmp, out / "manifest.csv")  # the manifest last: its presence means complete
-    info_file.write_text(json.dumps(info, indent=1))
-    return out
+    atomic_write_json(info_file, info)
 
 
 CAPTION_FORMS = ("{a} {style} of a {colour} {cls}", "{a} {style} of a {cls}", "a {colour} {cls}",
