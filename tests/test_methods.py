@@ -299,6 +299,29 @@ def test_clip_adapter_learns_and_seed_controls_init():
     assert not np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("ratio,T", [(0.2, 1.0), (0.6, 2.0)])
+def test_clip_adapter_closed_form_gradient_is_autograds(ratio, T):
+    import torch
+
+    from w2sclip.losses import kd_loss
+    from w2sclip.methods.base import teacher_logits
+    from w2sclip.methods.clip_adapter import AdapterGrad
+
+    X, _, probs, text = _data()
+    probs = probs.copy()
+    probs[0] = np.eye(probs.shape[1])[1]  # a one-hot row: -inf teacher logits
+    m = _fit("clip_adapter", X, probs, text, ratio=ratio, T=T, epochs=0)  # initialised, untrained
+    x, t = torch.as_tensor(X[:32] * 3.0), teacher_logits(probs[:32])  # rows need not be unit length
+    w1, w2 = m.adapter_[0].weight, m.adapter_[2].weight
+    kd_loss(m._logits(x), t, T=T).backward()
+    auto = [w1.grad.clone(), w2.grad.clone()]
+    w1.grad = w2.grad = None
+    AdapterGrad(w1, w2, m.text_weights_, m.logit_scale_, ratio, T)(x, t, 0.0, False)
+    for got, want in zip((w1.grad, w2.grad), auto):
+        assert want.abs().max() > 0
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6 * float(want.abs().max()))
+
+
 @pytest.mark.parametrize("name", ["tip_adapter_f", "clip_adapter"])
 def test_adapters_need_text_weights(name):
     X, _, probs, _ = _data()

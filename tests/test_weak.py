@@ -87,6 +87,30 @@ def test_registry_lists_kinds_and_rejects_unknown_specs_and_options():
     assert weak_options("timm")["epochs"] == 10 and get_weak("clip:limited").needs_training is False
 
 
+# lowres ---------------------------------------------------------------------------------------
+
+def test_lowres_half_width_learns_and_its_width_is_part_of_its_identity(data):
+    train, test = data
+    opts = dict(input_size=16, decode_size=16, labels_per_class=6, epochs=10, batch_size=6)
+    half = get_weak("lowres:resnet10t", model_kwargs={"channels": [32, 64, 128, 256]}, **opts).fit(train, seed=0)
+    convs = [m for m in half.model_.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert max(m.out_channels for m in convs) == 256  # full width ends at 512
+    logits = half.predict_logits(test)
+    assert logits.shape == (9, 3) and (logits.argmax(1) == np.asarray(test.labels)).mean() >= 2 / 3
+    full = get_weak("lowres:resnet10t", **opts)
+    assert half.identity() != full.identity() and half.identity()["model_kwargs"] == {"channels": [32, 64, 128, 256]}
+
+
+def test_lowres_model_kwargs_timm_rejects_are_a_clear_error(data):
+    train, _ = data
+    weak = get_weak("lowres:resnet10t", model_kwargs={"chanels": [8, 8, 8, 8]}, input_size=16, decode_size=16,
+                    labels_per_class=1, epochs=1)
+    with pytest.raises(ValueError, match=r"timm.create_model rejects model_kwargs \{'chanels'"):
+        weak.fit(train, seed=0)
+    with pytest.raises(ValueError, match="must be a mapping"):
+        get_weak("lowres:resnet10t", model_kwargs=[32, 64], labels_per_class=1, epochs=1).fit(train, seed=0)
+
+
 # timm -----------------------------------------------------------------------------------------
 
 def test_timm_from_scratch_learns_colours_through_a_dataloader(data):

@@ -119,8 +119,8 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="The preset's quick size and one seed (about 5 minutes on 2 CPU cores)."),
     set_: list[str] = typer.Option([], "--set", help="Override the builtin preset: key=value, repeatable."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache (default $W2SCLIP_CACHE or ~/.cache/w2sclip)."),
-    workers: int = typer.Option(1, help="Local worker processes (2 is faster on 2 cores once the built-in "
-                                        "dataset is in the cache; see docs/results.md)."),
+    workers: int = typer.Option(2, help="Local worker processes, each with cores / N torch threads (runs "
+                                        "of a small benchmark use cores best one thread each)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """The whole weak-to-strong study on the built-in benchmark, offline: the `builtin` preset

@@ -37,7 +37,7 @@ def stage_seconds(runs_dir: Path, names: list[str]) -> dict[str, float]:
 
 
 def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, overrides: tuple[str, ...] = (),
-             workers: int = 1, progress: bool = True) -> dict:
+             workers: int = 2, progress: bool = True) -> dict:
     """Run the built-in study into ``out/runs`` and write the report into ``out``.
 
     Returns ``{"sweep", "report" (path of report.md), "records", "timings", "failed"}``.
