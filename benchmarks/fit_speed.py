@@ -4,10 +4,10 @@ A full-batch CPL step needs two matrix multiplications: the logits (N x D @ D x 
 gradient of the prototypes (C x N @ N x D); nothing else is of that order. This script times,
 in the same process and interleaved (median over repeats), those two plain ``torch.mm`` per
 step for ``epochs`` steps (the bound) and fits of CPL with ``selection="fixed"`` and
-``epochs`` full-batch steps, on synthetic features at DomainNet scale (C = 345). The other
+``epochs`` full-batch steps (``epochs`` passes for minibatch methods), on synthetic features at DomainNet scale (C = 345). The other
 trainable methods, the cost of validation (``cpl_val``: ``selection="val_loss"`` on a hold_val
-of N / 4 more rows, checked every 5 steps) and CPL trained through autograd instead of its
-analytic step (``cpl_autograd``) are reported too. The CPL / bound ratio is printed last.
+of N / 4 more rows, checked every 5 steps) and CPL and CLIP-Adapter trained through autograd
+instead of their analytic steps (``cpl_autograd``, ``clip_adapter_autograd``) are reported too. The CPL / bound ratio is printed last.
 
     python benchmarks/fit_speed.py            # N = 50k, 200k; D = 512, 768 (several minutes)
     python benchmarks/fit_speed.py --quick    # small shapes, seconds
@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 OTHERS = ("kd_lp", "cpl_hard", "cpl_poe", "logconf", "adaptconf", "clip_adapter")
+CLOSED_FORM = ("clip_adapter",)
+"""Other methods with a closed-form step (``_grad``), also timed through autograd."""
 # tip_adapter_f is O(N^2) in memory (an N x N affinity) and coop runs the text encoder: neither
 # is a head on cached features of this size.
 
@@ -59,6 +61,7 @@ def time_fit(name: str, data: dict, epochs: int, selection: str = "fixed", autog
     """Seconds for one ``fit`` (``autograd``: backpropagate through the loss instead of the
     analytic step, i.e. a straightforward PyTorch step on pre-normalised features)."""
     from w2sclip.methods import get_method
+    from w2sclip.methods.training import total_steps
 
     X, P = data["X"], data["P"]
     n_fit = len(X) if selection == "fixed" else len(X) * 4 // 5
@@ -69,7 +72,7 @@ def time_fit(name: str, data: dict, epochs: int, selection: str = "fixed", autog
     t0 = time.perf_counter()
     m.fit(X[:n_fit], P[:n_fit], text_weights=data["text"], logit_scale=100.0, **kw)
     seconds = time.perf_counter() - t0
-    assert m.history_["steps_run"] == epochs, m.history_
+    assert m.history_["steps_run"] == total_steps(n_fit, m.params.get("batch_size", 0), 0, epochs), m.history_
     return seconds
 
 
@@ -91,6 +94,8 @@ def measure(n: int, d: int, c: int, epochs: int, repeats: int, others: tuple[str
     row["cpl_autograd"] = time_fit("cpl", data, epochs, autograd=True)
     for name in others:
         row[name] = time_fit(name, data, epochs)
+        if name in CLOSED_FORM:
+            row[f"{name}_autograd"] = time_fit(name, data, epochs, autograd=True)
     return row
 
 
@@ -115,7 +120,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = [measure(n, d, args.c, args.epochs, args.repeats, tuple(args.others))
             for n in ns for d in ds]
     gflop = {(r["N"], r["D"]): 4 * r["N"] * r["D"] * r["C"] * args.epochs / 1e9 for r in rows}
-    cols = ["bound", "cpl", "cpl_val", "cpl_autograd", *args.others]
+    cols = ["bound", "cpl", "cpl_val", "cpl_autograd"]
+    for name in args.others:
+        cols += [name] + ([f"{name}_autograd"] if name in CLOSED_FORM else [])
     print("\nseconds per fit (bound = 2 torch.mm per step, same shapes, same run)")
     print(f"| N | D | GFLOP/s per mm | {' | '.join(cols)} | cpl/bound | paired | cpl_val/cpl |")
     print("|---" * (len(cols) + 6) + "|")
@@ -125,6 +132,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
               + f" | {r['cpl'] / r['bound']:.2f} | {r['paired']:.2f} | {r['cpl_val'] / r['cpl']:.2f} |")
     print("(cpl/bound: ratio of the medians; paired: median of the ratios of neighbouring repeats)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    for name in CLOSED_FORM:
+        if name in args.others:
+            print(f"{name}: autograd / closed form " + ", ".join(f"{r[name + '_autograd'] / r[name]:.2f}" for r in rows))
     ratios = [r["cpl"] / r["bound"] for r in rows]
     print(f"\ncpl / bound: worst {max(ratios):.2f}, mean {statistics.mean(ratios):.2f} (target <= 1.25)")
     return rows

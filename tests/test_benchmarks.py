@@ -15,9 +15,10 @@ def _load(name):
 
 def test_fit_speed_prints_the_ratio_last(capsys):
     rows = _load("fit_speed").main(["--n", "300", "--d", "16", "--c", "7", "--epochs", "2",
-                                    "--repeats", "1", "--others", "kd_lp", "logconf"])
+                                    "--repeats", "1", "--others", "kd_lp", "logconf", "clip_adapter"])
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(rows) == 1 and {"bound", "cpl", "cpl_val", "cpl_autograd", "kd_lp", "logconf"} <= set(rows[0])
+    assert len(rows) == 1 and {"bound", "cpl", "cpl_val", "cpl_autograd", "kd_lp", "logconf", "clip_adapter",
+                              "clip_adapter_autograd"} <= set(rows[0])
     assert all(rows[0][k] > 0 for k in ("bound", "cpl", "kd_lp"))
     assert out[-1].startswith("cpl / bound: worst ")
 
