@@ -107,6 +107,10 @@ def test_weak_options_checked_before_any_work():
         load_sweep(preset_dir() / "builtin.yaml", ["weak_options={epoch: 3}"])
     with pytest.raises(KeyError, match="unknown weak kind 'timmm'"):
         load_sweep(preset_dir() / "builtin.yaml", ["weak=timmm:resnet18"])
+    with pytest.raises(ValueError, match=r"model_kwargs must be a mapping .* or null, got \[32, 64\]"):
+        load_sweep(preset_dir() / "builtin.yaml", ["weak_options.model_kwargs=[32, 64]"])
+    plain = load_sweep(preset_dir() / "builtin.yaml", ["weak=lowres:resnet18", "weak_options.model_kwargs=null"])
+    assert plain.runs()[0].weak_options["model_kwargs"] is None
 
 
 def test_checks_before_any_work_and_deep_merge():
@@ -117,7 +121,7 @@ def test_checks_before_any_work_and_deep_merge():
     sweep = load_sweep(preset_dir() / "builtin.yaml", ["weak_options.epochs=1", "base.seed=4"])
     run = sweep.runs()[0]
     assert run.weak_options == {"input_size": 32, "decode_size": 64, "labels_per_class": 30, "epochs": 1,
-                                "batch_size": 32}
+                                "batch_size": 32, "model_kwargs": {"channels": [32, 64, 128, 256]}}
     assert {r.seed for r in sweep.runs()} == {4}
 
 

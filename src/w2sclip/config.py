@@ -327,6 +327,10 @@ def check_weak_options(cfg: RunConfig) -> None:
     if unknown:
         raise ValueError(f"weak_options {unknown} are not options of weak kind {kind!r}; valid: "
                          f"{', '.join(valid)}")
+    extra = cfg.weak_options.get("model_kwargs")
+    if extra is not None and not isinstance(extra, dict):
+        raise ValueError(f"weak_options.model_kwargs must be a mapping of timm.create_model arguments "
+                         f"(e.g. {{channels: [32, 64, 128, 256]}}) or null, got {extra!r}")
 
 
 def _explain_unknown(keys: list[str]) -> str:

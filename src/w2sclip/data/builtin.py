@@ -95,8 +95,10 @@ def make_builtin(out: str | os.PathLike, size: str | BuiltinSize = "default", se
     info_file = out / "builtin.json"
 
     def complete() -> bool:
-        return (out / "manifest.csv").exists() and info_file.exists() \
-            and json.loads(info_file.read_text()) == info
+        try:  # read without the lock: a writer may be replacing it, or an old crash left it torn
+            return (out / "manifest.csv").exists() and json.loads(info_file.read_text()) == info
+        except (OSError, ValueError):
+            return False
 
     if complete():
         log.info("built-in benchmark already at %s", out)
