@@ -327,10 +327,10 @@ def check_weak_options(cfg: RunConfig) -> None:
     if unknown:
         raise ValueError(f"weak_options {unknown} are not options of weak kind {kind!r}; valid: "
                          f"{', '.join(valid)}")
-    extra = cfg.weak_options.get("model_kwargs")
-    if extra is not None and not isinstance(extra, dict):
-        raise ValueError(f"weak_options.model_kwargs must be a mapping of timm.create_model arguments "
-                         f"(e.g. {{channels: [32, 64, 128, 256]}}) or null, got {extra!r}")
+    if kind == "lowres":
+        from w2sclip.models.weak.timm_weak import check_model_kwargs
+
+        check_model_kwargs(cfg.weak_options.get("model_kwargs"))
 
 
 def _explain_unknown(keys: list[str]) -> str:

@@ -91,8 +91,9 @@ class AdapterGrad:
     """``step_fn`` for ``train_head``: the gradient of CLIP-Adapter's KD loss with respect to
     its two weights, written into ``.grad`` in closed form (what autograd computes, without its
     per-step overhead: fits 2.3x faster at the built-in study's shape and batch of 32,
-    ``benchmarks/fit_speed.py``; ``tests/test_methods.py`` checks it against autograd). Forward: ``a1 = x W1^T``, ``a2 = relu(a1) W2^T``,
-    ``f = r relu(a2) + (1 - r) x``, ``g = f / max(|f|, eps)``, ``z = s g W_t^T``; backward:
+    ``benchmarks/fit_speed.py``; ``tests/test_methods.py`` checks it against autograd).
+    Forward: ``a1 = x W1^T``, ``a2 = relu(a1) W2^T``, ``f = r relu(a2) + (1 - r) x``,
+    ``g = f / max(|f|, eps)``, ``z = s g W_t^T``; backward:
     ``dz = T (softmax(z / T) - softmax(teacher / T)) / n`` and the chain rule through each."""
 
     def __init__(self, w1: torch.Tensor, w2: torch.Tensor, text: torch.Tensor, scale: float,

@@ -35,6 +35,14 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return xp[:, :, dy:dy + h, dx:dx + w]
 
 
+def check_model_kwargs(extra) -> dict:
+    """``model_kwargs`` as a dict (None -> {}); anything but a mapping is an error."""
+    if extra is not None and not isinstance(extra, dict):
+        raise ValueError(f"weak option model_kwargs must be a mapping of timm.create_model arguments "
+                         f"(e.g. {{channels: [32, 64, 128, 256]}}) or null, got {extra!r}")
+    return extra or {}
+
+
 def _train(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: LowResWeak,
            seed: int) -> torch.nn.Module:
     """Train ``cfg.name`` from scratch (or ImageNet weights) on uint8 images (N, H, W, 3)."""
@@ -42,10 +50,7 @@ def _train(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: LowRes
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    extra = cfg.model_kwargs or {}
-    if not isinstance(extra, dict):
-        raise ValueError(f"weak option model_kwargs must be a mapping of timm.create_model arguments, "
-                         f"got {extra!r} (e.g. {{channels: [32, 64, 128, 256]}})")
+    extra = check_model_kwargs(cfg.model_kwargs)
     try:
         model = timm.create_model(cfg.name, pretrained=cfg.pretrained, num_classes=num_classes, **extra)
     except TypeError as e:
