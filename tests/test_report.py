@@ -288,3 +288,26 @@ def test_pretraining_ladder_gains_and_pgr_by_samples_seen():
     # the shipped full and limited are compute-matched (same samples seen): no ladder of the two
     matched = [r for r in recs if r["strong"] == "limited"]
     assert ladders(matched + [{**r, "strong": "full"} for r in matched]) == []
+
+
+def test_builtin_targets_need_the_whole_study(tmp_path):
+    """A built-in study restricted to some domains or without zero-shot measures no target (it
+    used to crash the report with KeyError 'avg' after every run had finished)."""
+    from w2sclip.data.builtin_render import DOMAINS
+    from w2sclip.eval.regime import builtin_targets
+
+    def recs(domains, methods=("weak", "zero_shot", "ceiling_cpl")):
+        acc = {"weak": 0.6, "zero_shot": 0.45, "ceiling_cpl": 0.85}
+        return [{"dataset": "builtin", "strong": "full", "protocol": "in_domain", "domain": d, "seed": 0,
+                 "method": m, "accuracy": acc[m], "n_classes": 24} for d in domains for m in methods]
+
+    whole = builtin_targets(recs(DOMAINS))
+    assert len(whole) == 2 + 3 * len(DOMAINS) + 2  # the same weak/zero-shot gap everywhere: no domain
+    assert [t["target"] for t in whole if not t["ok"]] == [  # is quickdraw-like or real-photo-like
+        "full: max over domains of weak − zero-shot (quickdraw-like)",
+        "full: max over domains of zero-shot − weak (real-photo-like)"]
+    assert builtin_targets(recs(DOMAINS[:1])) == []
+    assert builtin_targets(recs(DOMAINS, ("weak", "ceiling_cpl"))) == []
+    write_run(tmp_path / "runs", domain="real", strong="full", seed=0, dataset="builtin", methods=("zero_shot", "cpl"))
+    md = build_report(tmp_path / "runs", tmp_path / "report").read_text()  # a one-domain built-in study
+    assert "## " in md and "Built-in regime targets" not in md

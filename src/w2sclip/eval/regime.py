@@ -101,13 +101,24 @@ def flag_notes(recs: list[dict]) -> list[str]:
 def builtin_targets(records: list[dict]) -> list[dict]:
     """The regime targets of the built-in study, each ``{"target", "value", "threshold", "ok"}``.
 
-    Empty unless the records hold the built-in dataset with the ``full`` checkpoint (and, for
-    the ``limited`` targets, ``limited``). Values are means over seeds on D_test."""
+    Empty unless the records hold the whole built-in study with the ``full`` checkpoint: every
+    domain, with the weak model, zero-shot and a ceiling (a study restricted to some domains or
+    methods measures no target; for the ``limited`` targets, the same with ``limited``). Values
+    are means over seeds on D_test."""
+    from w2sclip.data.builtin_render import DOMAINS
+
     by_strong = defaultdict(list)
     for r in records:
         if r.get("dataset") == "builtin" and r.get("protocol", "in_domain") == "in_domain":
             by_strong[r["strong"]].append(r)
-    if "full" not in by_strong:
+    def whole(recs: list[dict]) -> dict | None:
+        rows = {r["domain"]: r for r in regime_rows(recs)}
+        complete = set(DOMAINS) <= set(rows) and all(rows[d][k] is not None for d in (*DOMAINS, "avg")
+                                                      for k in ("chance", "weak", "zero_shot", "ceiling"))
+        return rows if complete else None
+
+    full = whole(by_strong["full"]) if "full" in by_strong else None
+    if full is None:
         return []
     out = []
 
@@ -116,7 +127,6 @@ def builtin_targets(records: list[dict]) -> list[dict]:
         out.append({"target": target, "value": value, "threshold": threshold, "relation": ">=" if ge else "<=",
                     "ok": bool(ok)})
 
-    full = {r["domain"]: r for r in regime_rows(by_strong["full"])}
     avg, doms = full["avg"], [d for d in full if d != "avg"]
     add("full: weak − zero-shot (avg)", avg["weak"] - avg["zero_shot"], 0.08)
     add("full: ceiling − weak (avg)", avg["ceiling"] - avg["weak"], 0.08)
@@ -130,8 +140,8 @@ def builtin_targets(records: list[dict]) -> list[dict]:
         max(full[d]["weak"] - full[d]["zero_shot"] for d in doms), 0.25)
     add("full: max over domains of zero-shot − weak (real-photo-like)",
         max(full[d]["zero_shot"] - full[d]["weak"] for d in doms), -0.05)
-    if "limited" in by_strong:
-        lim = {r["domain"]: r for r in regime_rows(by_strong["limited"])}
+    lim = whole(by_strong["limited"]) if "limited" in by_strong else None
+    if lim is not None:
         add("limited: zero-shot avg − full zero-shot avg", lim["avg"]["zero_shot"] - avg["zero_shot"], -0.10, ge=False)
         for d in [d for d in lim if d != "avg"]:
             add(f"limited: ceiling − weak ({d})", lim[d]["ceiling"] - lim[d]["weak"], 0.03)
