@@ -1,5 +1,7 @@
 """Same config and seed -> identical results on the CPU (docs/determinism.md)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -79,11 +81,14 @@ def test_run_records_are_identical_across_runs():
 @pytest.mark.slow
 def test_quick_demo_twice_gives_identical_records(tmp_path):
     """The quick demo on one domain and checkpoint: data generation, weak training, extraction,
-    fits; the second run (another runs folder) reads the first run's cache."""
+    fits; the second run (another runs folder) reads the first run's features and weak logits
+    from the cache and fits again (reuse_runs=false: not a copy of the first run's results)."""
     from w2sclip.demo import run_demo
 
     kw = {"quick": True, "progress": False,
           "overrides": ("grid.strong=[full]", "grid.domain=[real]", f"cache_dir={tmp_path / 'cache'}")}
     a = run_demo(tmp_path / "a", **kw)["records"]
-    b = run_demo(tmp_path / "b", **kw)["records"]
-    assert a == b and len(a) > 10
+    b = run_demo(tmp_path / "b", quick=True, progress=False, overrides=(*kw["overrides"], "reuse_runs=false"))
+    done = [json.loads(p.read_text()) for p in (tmp_path / "b").glob("runs/*/done")]
+    assert len(done) == 1 and done[0]["reused_from"] is None and "fits" in done[0]["stages_s"]
+    assert a == b["records"] and len(a) > 10

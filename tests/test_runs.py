@@ -1,6 +1,7 @@
 """Run folders, sweeps (resume, failures, workers, Ray) and the exported text-free classifier."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import w2sclip.run as run_mod
 from w2sclip.run import steps
 from w2sclip.config import SweepConfig, make_run_config
 from w2sclip.run import RunFolder, run, run_folder
+from w2sclip.run import cache_dir_of as cache_of
 from w2sclip.sweep import run_sweep
 
 FAST = {"dataset": "builtin", "builtin_size": "quick", "strong": "full",
@@ -103,11 +105,11 @@ def test_sweep_resumes_after_a_failure(cache, tmp_path, monkeypatch):
 
 
 def test_sweep_with_two_workers_matches_sequential(cache, tmp_path):
-    base = {**FAST, "cache_dir": str(cache), "methods": ["zero_shot", "cpl"]}
+    base = {**FAST, "cache_dir": str(cache), "methods": ["zero_shot", "cpl"], "reuse_runs": False}
     sweep = SweepConfig(name="w", base=base, grid={"domain": ["clipart", "sketch"]})
     run_sweep(sweep, tmp_path / "seq", progress=False)
     res = run_sweep(sweep, tmp_path / "par", workers=2, progress=False)
-    assert res["ran"] == 2 and not res["failed"]
+    assert res["ran"] == 2 and res["reused"] == 0 and not res["failed"]
     for cfg in sweep.runs():
         a = RunFolder(run_folder(cfg, tmp_path / "seq")).records()
         b = RunFolder(run_folder(cfg, tmp_path / "par")).records()
@@ -126,3 +128,78 @@ def test_sweep_on_local_ray(cache, tmp_path):
         ray.shutdown()
     assert res["ran"] == 2 and not res["failed"], res
     assert all(RunFolder(run_folder(c, tmp_path)).is_done for c in sweep.runs())
+
+
+def _counting_fits(monkeypatch) -> list:
+    calls, real = [], run_mod.fit_and_evaluate
+
+    def counted(x, **kw):
+        calls.append(kw["ids"]["domain"])
+        return real(x, **kw)
+
+    monkeypatch.setattr(run_mod, "fit_and_evaluate", counted)
+    return calls
+
+
+def test_the_same_run_in_another_runs_dir_is_copied_from_the_cache(done_run, tmp_path, monkeypatch):
+    cfg, first = done_run
+    calls = _counting_fits(monkeypatch)
+    folder = run(cfg, tmp_path / "other")
+    assert calls == [] and folder.is_done and folder.name == first.name
+    done = folder.read_json("done")
+    assert done["reused_from"] and (cache_of(cfg) / "runs") in Path(done["reused_from"]).parents
+    assert "reused" in (folder / "log.jsonl").read_text() and "fits" not in done["stages_s"]
+    names = ["records.jsonl", "splits.json", "predictions.npz", "labels.npz", "projection.npz", "classnames.json",
+             "strong.json", *(f"fitted/{h}.safetensors" for h in RunFolder(first).heads())]
+    for name in names:
+        assert (folder / name).read_bytes() == (first / name).read_bytes(), name
+    assert json.loads((folder / "config.json").read_text())["digest"] == cfg.digest()
+
+
+def test_other_inputs_or_code_are_fitted_again(done_run, tmp_path, monkeypatch):
+    """The key is the content the fits see and the code, not the run's name: same config, other
+    weak logits (or other source code) -> fitted again, with other numbers for the weak logits."""
+    import w2sclip.run.reuse as reuse
+
+    cfg, first = done_run
+    calls = _counting_fits(monkeypatch)
+    monkeypatch.setattr(reuse, "code_digest", lambda: "other-code")
+    run(cfg, tmp_path / "code")
+    assert calls == ["clipart"]
+    monkeypatch.undo()
+    calls = _counting_fits(monkeypatch)
+    real = steps.weak_logits
+    monkeypatch.setattr(steps, "weak_logits", lambda *a: np.roll(real(*a), 1, axis=1))
+    folder = run(cfg, tmp_path / "weak")
+    assert calls == ["clipart"] and folder.read_json("done")["reused_from"] is None
+    weak = {r["method"]: r["accuracy"] for r in RunFolder(folder).records()}["weak"]
+    assert weak != {r["method"]: r["accuracy"] for r in RunFolder(first).records()}["weak"]
+
+
+def test_force_or_reuse_off_fits_again_and_a_damaged_entry_is_refitted(done_run, tmp_path, monkeypatch, caplog):
+    cfg, first = done_run
+    calls = _counting_fits(monkeypatch)
+    run(cfg.model_copy(update={"reuse_runs": False}), tmp_path / "off")
+    assert calls == ["clipart"]
+    on = run(cfg, tmp_path / "on")
+    entry = Path(on.read_json("done")["reused_from"])
+    assert calls == ["clipart"]
+    with open(on / "records.jsonl", "r+b") as f:  # editing a copied folder in place leaves the entry alone
+        f.write(b" ")
+    assert run(cfg, tmp_path / "on2").read_json("done")["reused_from"] == str(entry)
+    (entry / "predictions.npz").unlink()  # a damaged entry is never copied: the run is fitted again
+    with caplog.at_level("WARNING"):
+        folder = run(cfg, tmp_path / "broken")
+    assert calls == ["clipart"] * 2 and "lacks ['predictions.npz']" in caplog.text
+    assert folder.read_json("done")["reused_from"] is None and (folder / "predictions.npz").exists()
+    assert (entry / "predictions.npz").exists()  # and stored anew
+    with open(folder / "labels.npz", "r+b") as f:  # the stored files are links of the folder that fitted:
+        f.write(b"x")  # an in-place edit there shows as a changed checksum, never as silently other results
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        again = run(cfg, tmp_path / "again")
+    assert calls == ["clipart"] * 3 and "['labels.npz'] changed since it was stored" in caplog.text
+    assert again.read_json("done")["reused_from"] is None
+    assert run(cfg, tmp_path / "again2").read_json("done")["reused_from"] == str(entry)
+    run(cfg, tmp_path / "again2", force=True)  # force refits (and replaces the stored copy)
+    assert calls == ["clipart"] * 4 and (entry / "meta.json").exists()

@@ -133,6 +133,9 @@ def demo(
     res = run_demo(out, quick=quick, overrides=tuple(overrides), workers=workers, progress=not quiet)
     typer.echo(_terminal_tables(res["report"]))
     typer.echo("time per stage (s, summed over runs): " + ", ".join(f"{k} {v}" for k, v in res["timings"].items()))
+    if res["reused"]:
+        typer.echo(f"{res['reused']} run(s) copied from the cache's finished runs (same inputs, code and "
+                   f"libraries); --set reuse_runs=false fits them again")
     typer.echo(f"wrote {res['report']}, report.html, results.csv, results.json, plots/ and runs/ in {out}")
     for f in res["failed"]:
         typer.echo(f"  failed {f['run']}: {f['error']}", err=True)
@@ -287,8 +290,9 @@ def sweep_cmd(
         return
     _writable(runs_dir, "--runs-dir")
     res = run_sweep(sweep, runs_dir, workers=workers, ray_address=ray, progress=not quiet)
+    copied = f" ({res['reused']} copied from the cache's finished runs)" if res["reused"] else ""
     typer.echo(f"sweep {sweep.name}: {res['total']} runs, {res['skipped']} already done, "
-               f"{res['ran']} ran, {len(res['failed'])} failed")
+               f"{res['ran']} ran{copied}, {len(res['failed'])} failed")
     for f in res["failed"]:
         typer.echo(f"  failed {f['run']}: {f['error']}", err=True)
     if res["failed"]:

@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROTOCOLS = ("in_domain", "cross_domain", "weak_clip", "byo")
-EXECUTION_FIELDS = ("device", "num_workers", "batch_size", "progress", "cache_dir", "shard_size")
+EXECUTION_FIELDS = ("device", "num_workers", "batch_size", "progress", "cache_dir", "shard_size", "reuse_runs")
 WEAK_EXECUTION_OPTIONS = ("device", "num_workers", "offline", "cache_dir")
 
 
@@ -61,6 +61,8 @@ class RunConfig(BaseModel):
     shard_size: int = 4096
     progress: bool = True
     cache_dir: Optional[str] = None
+    reuse_runs: bool = Field(True, description="copy the same run (same inputs, code and libraries) finished "
+                                               "in another runs dir from <cache>/runs instead of fitting again")
 
     @field_validator("methods")
     @classmethod

@@ -40,7 +40,8 @@ def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, overrides: tu
              workers: int = 2, progress: bool = True) -> dict:
     """Run the built-in study into ``out/runs`` and write the report into ``out``.
 
-    Returns ``{"sweep", "report" (path of report.md), "records", "timings", "failed"}``.
+    Returns ``{"sweep", "report" (path of report.md), "records", "timings", "reused", "failed"}``
+    (``reused``: runs copied from the cache's finished runs, see :mod:`w2sclip.run.reuse`).
     """
     from w2sclip.report import build_report, load_runs
     from w2sclip.run import run_folder
@@ -55,4 +56,5 @@ def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, overrides: tu
     report = build_report(runs_dir, out, title=TITLE, only=names)
     timings = {**stage_seconds(runs_dir, names), "total": round(time.perf_counter() - t0, 2)}
     records, _ = load_runs(runs_dir, only=names)
-    return {"sweep": sweep, "report": report, "records": records, "timings": timings, "failed": res["failed"]}
+    return {"sweep": sweep, "report": report, "records": records, "timings": timings, "reused": res["reused"],
+            "failed": res["failed"]}

@@ -29,7 +29,8 @@ def plan(sweep: SweepConfig, runs_dir: str | Path) -> tuple[list[RunConfig], lis
 def run_sweep(sweep: SweepConfig, runs_dir: str | Path, *, workers: int = 1,
               ray_address: Optional[str] = None, progress: bool = True,
               on_result: Optional[Callable[[dict], None]] = None) -> dict:
-    """Execute the missing runs; returns ``{"total", "skipped", "ran", "failed": [...]}``.
+    """Execute the missing runs; returns ``{"total", "skipped", "ran", "reused", "failed": [...]}``
+    (``reused``: runs among ``ran`` copied from the cache's finished runs, :mod:`w2sclip.run.reuse`).
 
     ``sweep.jsonl`` in ``runs_dir`` gets one JSON line per finished or failed run.
     """
@@ -48,7 +49,7 @@ def run_sweep(sweep: SweepConfig, runs_dir: str | Path, *, workers: int = 1,
         results = _run_pool(todo, runs_dir, workers)
     else:
         results = (_run_safely(c.model_dump(mode="json"), str(runs_dir)) for c in todo)
-    failed, ran = [], 0
+    failed, ran, reused = [], 0, 0
     from tqdm.auto import tqdm
 
     for res in tqdm(results, total=len(todo), desc=f"sweep {sweep.name}", disable=not progress):
@@ -56,12 +57,13 @@ def run_sweep(sweep: SweepConfig, runs_dir: str | Path, *, workers: int = 1,
             f.write(json.dumps({"t": round(time.time(), 3), **res}) + "\n")
         if res["status"] == "done":
             ran += 1
+            reused += bool(res.get("reused_from"))
         else:
             failed.append(res)
             log.error("run %s failed: %s", res["run"], res["error"])
         if on_result is not None:
             on_result(res)
-    return {"total": len(cfgs), "skipped": len(cfgs) - len(todo), "ran": ran, "failed": failed}
+    return {"total": len(cfgs), "skipped": len(cfgs) - len(todo), "ran": ran, "reused": reused, "failed": failed}
 
 
 def _run_safely(cfg_dict: dict, runs_dir: str) -> dict:
@@ -70,7 +72,8 @@ def _run_safely(cfg_dict: dict, runs_dir: str) -> dict:
     t0 = time.perf_counter()
     try:
         folder = run(cfg, runs_dir)
-        return {"run": folder.name, "status": "done", "seconds": round(time.perf_counter() - t0, 2)}
+        return {"run": folder.name, "status": "done", "seconds": round(time.perf_counter() - t0, 2),
+                "reused_from": folder.read_json("done", {}).get("reused_from")}
     except Exception as e:  # noqa: BLE001 - reported per run, the sweep continues
         return {"run": run_folder(cfg, runs_dir).name, "status": "failed",
                 "error": f"{type(e).__name__}: {e}", "seconds": round(time.perf_counter() - t0, 2)}

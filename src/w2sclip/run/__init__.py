@@ -92,13 +92,21 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None =
     return Prepared(task, inputs, index, strong, list(fs.bad_files))
 
 
-def execute(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None = None) -> RunResult:
-    """Data -> weak predictions -> strong features -> fits -> evaluation (PROTOCOL.md)."""
+def _set_threads(cfg: RunConfig) -> None:
     import torch
 
     if cfg.device == "cpu":
         torch.set_num_threads(max(1, int(os.environ.get("W2SCLIP_THREADS", os.cpu_count() or 1))))
-    p = prepare(cfg, cache_dir, rlog)
+
+
+def execute(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None = None) -> RunResult:
+    """Data -> weak predictions -> strong features -> fits -> evaluation (PROTOCOL.md)."""
+    _set_threads(cfg)
+    return fit_prepared(cfg, prepare(cfg, cache_dir, rlog), rlog)
+
+
+def fit_prepared(cfg: RunConfig, p: Prepared, rlog: RunLog | None = None) -> RunResult:
+    """The fits and the evaluation of a prepared run."""
     ids = {"dataset": cfg.dataset, "domain": cfg.domain, "strong": cfg.strong, "weak": cfg.weak,
            "seed": cfg.seed, "protocol": cfg.protocol}
     with (rlog.stage("fits") if rlog is not None else nullcontext()):
@@ -117,7 +125,11 @@ def run_folder(cfg: RunConfig, runs_dir: str | Path) -> RunFolder:
 
 
 def run(cfg: RunConfig, runs_dir: str | Path, *, force: bool = False) -> RunFolder:
-    """Execute ``cfg`` into its run folder (skipped when already done) and return the folder."""
+    """Execute ``cfg`` into its run folder (skipped when already done) and return the folder.
+
+    The same run finished in another runs dir with the same cache is copied from the cache
+    (:mod:`w2sclip.run.reuse`) instead of fitted again; ``force`` or ``cfg.reuse_runs=False``
+    recomputes it (``force`` also replaces the stored copy)."""
     folder = run_folder(cfg, runs_dir)
     if folder.is_done and not force:
         log.info("skip %s (done)", folder.name)
@@ -130,12 +142,13 @@ def run(cfg: RunConfig, runs_dir: str | Path, *, force: bool = False) -> RunFold
     try:
         if folder.is_done and not force:  # the other process finished it
             return folder
-        return _run_locked(cfg, folder)
+        return _run_locked(cfg, folder, reuse=cfg.reuse_runs and not force)
     finally:
         lock.release()
 
 
-def _run_locked(cfg: RunConfig, folder: RunFolder) -> RunFolder:
+def _run_locked(cfg: RunConfig, folder: RunFolder, reuse: bool) -> RunFolder:
+    from w2sclip.run.reuse import ResultStore, result_key
     from w2sclip.versions import library_versions
 
     # a forced rerun keeps the old results readable until the new ones are computed
@@ -146,9 +159,20 @@ def _run_locked(cfg: RunConfig, folder: RunFolder) -> RunFolder:
     rlog.event("run_start", digest=cfg.digest(), slug=cfg.slug())
     t0 = time.perf_counter()
     try:
-        result = execute(cfg, rlog=rlog)
+        _set_threads(cfg)
+        cache = cache_dir_of(cfg)
+        prepared = prepare(cfg, cache, rlog)
+        store, key = ResultStore(cache / "runs"), result_key(cfg, prepared)
         (folder.path / "done").unlink(missing_ok=True)
-        folder.write_result(result, cfg.seed)
+        entry = store.restore(key, cfg.slug(), folder.path) if reuse else None
+        reused_from = str(entry) if entry is not None else None
+        if entry is not None:
+            log.info("%s: the same run (same inputs, code and libraries) is finished in the cache; "
+                     "copied from %s", folder.name, entry)
+            rlog.event("reused", entry=reused_from)
+        else:
+            folder.write_result(fit_prepared(cfg, prepared, rlog), cfg.seed)
+            store.save(key, cfg.slug(), folder.path, replace=not reuse and cfg.reuse_runs)
     except BaseException as e:
         try:
             rlog.event("run_failed", error=f"{type(e).__name__}: {e}")
@@ -157,8 +181,9 @@ def _run_locked(cfg: RunConfig, folder: RunFolder) -> RunFolder:
         raise
     stages = {k: round(v, 3) for k, v in rlog.seconds.items()}
     rlog.event("run_end", seconds=round(time.perf_counter() - t0, 3), stages=stages)
-    folder.mark_done(time.perf_counter() - t0, rlog.seconds)
+    folder.mark_done(time.perf_counter() - t0, rlog.seconds, reused_from)
     return folder
 
 
-__all__ = ["Prepared", "RunFolder", "RunResult", "Task", "cache_dir_of", "execute", "prepare", "run", "run_folder"]
+__all__ = ["Prepared", "RunFolder", "RunResult", "Task", "cache_dir_of", "execute", "fit_prepared", "prepare", "run",
+           "run_folder"]

@@ -121,9 +121,12 @@ class RunFolder:
                     metadata={"method": name, "logits": "scale * normalize(x) @ weight.T + bias"})
         self.write_bytes(f"fitted/{name}.safetensors", data)
 
-    def mark_done(self, seconds: float, stages: dict) -> None:
+    def mark_done(self, seconds: float, stages: dict, reused_from: str | None = None) -> None:
+        """``done``: when, how long, stage times, and the cache entry the results were copied from
+        (``reused_from``, None when they were fitted here)."""
         self.write_json("done", {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 3),
-                                 "stages_s": {k: round(v, 3) for k, v in stages.items()}})
+                                 "stages_s": {k: round(v, 3) for k, v in stages.items()},
+                                 "reused_from": reused_from})
 
     # ---- reading ------------------------------------------------------------------------------
     def read_json(self, name: str, default: Any = None) -> Any:
