@@ -60,6 +60,7 @@ def test_demo_quick_is_the_builtin_preset_through_sweep_and_report(quick_demo, m
                                    "--set", f"cache_dir={cache}"])
     assert res.exit_code == 0, res.output
     assert entries == {p.name for sub in ("features", "arrays") for p in (cache / sub).iterdir()}
+    assert "12 ran (12 copied from the cache's finished runs)" in res.output  # and no fit repeated
 
 
 def test_quick_is_exactly_the_preset_with_two_overrides():

@@ -202,4 +202,72 @@ def test_force_or_reuse_off_fits_again_and_a_damaged_entry_is_refitted(done_run,
     assert again.read_json("done")["reused_from"] is None
     assert run(cfg, tmp_path / "again2").read_json("done")["reused_from"] == str(entry)
     run(cfg, tmp_path / "again2", force=True)  # force refits (and replaces the stored copy)
-    assert calls == ["clipart"] * 4 and (entry / "meta.json").exists()
+    assert calls == ["clipart"] * 4
+    meta = json.loads((entry / "meta.json").read_text())
+    assert Path(meta["from"]).parent == tmp_path / "again2" and meta["fitted_with"]["threads"] >= 1
+
+
+def test_result_key_follows_every_input_and_no_execution_setting(monkeypatch):
+    from types import SimpleNamespace
+
+    import w2sclip.run.reuse as reuse
+    from w2sclip.features.cache import digest
+    from w2sclip.run import Prepared
+    from w2sclip.run.fit import FitInputs
+
+    rng = np.random.default_rng(0)
+    base = {"features": rng.normal(size=(6, 4)).astype(np.float32), "weak": rng.normal(size=(6, 3)).astype(np.float32),
+            "labels": np.array([0, 1, 2, 0, 1, 2]), "index": np.arange(6), "paths": [f"{i}.png" for i in range(6)],
+            "bad": [], "classnames": ["a", "b", "c"], "templates": ["a photo of a {}."], "strong": {"w": "sha-1"},
+            "scale": 100.0, "cfg": {"domain": "real", "seed": 0}}
+
+    def key(**change):
+        v = {**base, **change}
+        task = SimpleNamespace(classnames=v["classnames"], test=SimpleNamespace(
+            samples=[(p, 0) for p in v["paths"]], templates=v["templates"]))
+        x = FitInputs(v["features"], v["weak"], v["labels"], lambda name: None, v["scale"])
+        p = Prepared(task, x, v["index"], SimpleNamespace(identity=lambda: v["strong"]), v["bad"])
+        return digest(reuse.result_key(make_run_config(v["cfg"]), p))
+
+    ref = key()
+    f2, w2 = base["features"].copy(), base["weak"].copy()
+    f2[0, 0] += 1e-6
+    w2[5, 2] -= 1e-6
+    changes = {"features": f2, "weak": w2, "labels": np.array([0, 1, 2, 0, 1, 1]), "index": np.array([1, 0, 2, 3, 4, 5]),
+               "paths": ["x.png", *base["paths"][1:]], "bad": [("z.png", "empty file (0 bytes)")],
+               "classnames": ["a", "b", "d"], "templates": ["a sketch of a {}."], "strong": {"w": "sha-2"},
+               "scale": 50.0, "cfg": {"domain": "real", "seed": 1}}
+    for name, value in changes.items():
+        assert key(**{name: value}) != ref, name
+    assert key(cfg={**base["cfg"], "device": "cuda", "num_workers": 8, "batch_size": 7, "reuse_runs": False}) == ref
+    monkeypatch.setattr(reuse, "code_digest", lambda: "other")
+    assert key() != ref
+    monkeypatch.undo()
+    monkeypatch.setattr(reuse, "library_versions", lambda dists: {d: "0" for d in dists})
+    assert key() != ref
+
+
+def test_storing_or_copying_a_run_never_fails_it(done_run, tmp_path, monkeypatch, caplog):
+    """A full or read-only cache while storing, or a failed copy, costs only the reuse."""
+    import errno
+
+    import w2sclip.run.reuse as reuse
+
+    cfg, first = done_run
+    calls = _counting_fits(monkeypatch)
+    entry = Path(run(cfg, tmp_path / "a").read_json("done")["reused_from"])
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reuse, "_copy", full)  # copying into the new folder fails: the entry is kept
+    with caplog.at_level("WARNING"):
+        folder = run(cfg, tmp_path / "b")
+    assert folder.is_done and calls == ["clipart"] and "could not copy stored run" in caplog.text
+    assert (entry / "meta.json").exists()
+    caplog.clear()
+    monkeypatch.setattr(reuse, "_link_or_copy", full)  # storing fails too (forced: the entry is replaced)
+    with caplog.at_level("WARNING"):
+        folder = run(cfg, tmp_path / "b", force=True)
+    assert folder.is_done and calls == ["clipart"] * 2 and "could not store run" in caplog.text
+    assert not entry.exists() and RunFolder(folder).records() == RunFolder(first).records()

@@ -226,7 +226,8 @@ def run_cmd(
     config: str = typer.Argument(..., help="YAML file, preset name (`w2sclip list presets`) or '-' for defaults."),
     set_: list[str] = typer.Option([], "--set", help="Override: key=value (YAML value), repeatable."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder holding one sub-folder per run."),
-    force: bool = typer.Option(False, help="Recompute even when the run is done."),
+    force: bool = typer.Option(False, help="Fit again even when the run is done or stored in the cache "
+                                                   "(and replace the stored copy)."),
     offline: bool = typer.Option(False, "--offline", help="Never touch the network (HF_HUB_OFFLINE=1)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars, warnings only."),
     log_json: Optional[Path] = typer.Option(None, help="Also write log records as JSON lines here."),

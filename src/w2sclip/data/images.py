@@ -189,6 +189,9 @@ def screen_images(dataset, bad_files: str = "skip", num_workers: int = 0):
 
 def write_bad_files(bad: Iterable[tuple[str, str]], path: str | Path) -> Path:
     """Write ``path<TAB>reason`` lines (the run folder's ``bad_files.txt``); returns the path."""
+    from w2sclip.fileio import atomic_write
+
     path = Path(path)
-    path.write_text("".join(f"{p}\t{r}\n" for p, r in bad))
+    text = "".join(f"{p}\t{r}\n" for p, r in bad).encode()
+    atomic_write(path, lambda f: f.write(text))  # replaced, never edited in place (run folders are linked)
     return path

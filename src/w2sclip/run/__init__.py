@@ -147,8 +147,19 @@ def run(cfg: RunConfig, runs_dir: str | Path, *, force: bool = False) -> RunFold
         lock.release()
 
 
+def _result_key(cfg: RunConfig, prepared: Prepared) -> dict | None:
+    """The stored-run key (:mod:`w2sclip.run.reuse`); None (no reuse, a warning) if it cannot be made."""
+    from w2sclip.run.reuse import result_key
+
+    try:
+        return result_key(cfg, prepared)
+    except Exception as e:  # noqa: BLE001 - reuse is an optimisation: fit instead
+        log.warning("%s: no stored-run lookup (%s: %s); fitting", cfg.slug(), type(e).__name__, e)
+        return None
+
+
 def _run_locked(cfg: RunConfig, folder: RunFolder, reuse: bool) -> RunFolder:
-    from w2sclip.run.reuse import ResultStore, result_key
+    from w2sclip.run.reuse import ResultStore, provenance
     from w2sclip.versions import library_versions
 
     # a forced rerun keeps the old results readable until the new ones are computed
@@ -160,19 +171,22 @@ def _run_locked(cfg: RunConfig, folder: RunFolder, reuse: bool) -> RunFolder:
     t0 = time.perf_counter()
     try:
         _set_threads(cfg)
-        cache = cache_dir_of(cfg)
+        cache, slug = cache_dir_of(cfg), cfg.slug()
         prepared = prepare(cfg, cache, rlog)
-        store, key = ResultStore(cache / "runs"), result_key(cfg, prepared)
+        store, key = ResultStore(cache / "runs"), _result_key(cfg, prepared)
         (folder.path / "done").unlink(missing_ok=True)
-        entry = store.restore(key, cfg.slug(), folder.path) if reuse else None
-        reused_from = str(entry) if entry is not None else None
-        if entry is not None:
-            log.info("%s: the same run (same inputs, code and libraries) is finished in the cache; "
-                     "copied from %s", folder.name, entry)
-            rlog.event("reused", entry=reused_from)
-        else:
-            folder.write_result(fit_prepared(cfg, prepared, rlog), cfg.seed)
-            store.save(key, cfg.slug(), folder.path, replace=not reuse and cfg.reuse_runs)
+        with store.lock(key, slug) if key is not None else nullcontext():
+            entry = store.restore(key, slug, folder.path) if reuse and key is not None else None
+            reused_from = str(entry) if entry is not None else None
+            if entry is not None:
+                log.info("%s: the same run (same inputs, code and libraries) is finished in the cache; "
+                         "copied from %s", folder.name, entry)
+                rlog.event("reused", entry=reused_from)
+            else:
+                folder.write_result(fit_prepared(cfg, prepared, rlog), cfg.seed)
+                if key is not None:
+                    store.save(key, slug, folder.path, replace=not reuse and cfg.reuse_runs,
+                               fitted_with=provenance(cfg))
     except BaseException as e:
         try:
             rlog.event("run_failed", error=f"{type(e).__name__}: {e}")
