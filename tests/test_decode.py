@@ -192,7 +192,7 @@ def test_decode_identity_and_resolution(preprocess):
     strong = types.SimpleNamespace(preprocess=preprocess, device=torch.device("cpu"))
     ids = {p: decode_identity(strong, "cpu", p) for p in ("pil", "pil-draft", "turbo")}
     assert len({str(v) for v in ids.values()}) == 3 and ids["pil-draft"]["draft"] == ids["turbo"]["draft"] == 64
-    assert ids["turbo"]["simplejpeg"]  # the library version decides the pixels too
+    assert ids["turbo"]["simplejpeg"] and ids["turbo"]["pyspng"]  # the library versions decide the pixels too
     assert decode_identity(strong) == ids["turbo"]  # auto on the CPU
     assert resolve_decode("auto", "cpu") == "turbo"
     with pytest.raises(ValueError, match="needs a CUDA device"):
@@ -227,6 +227,59 @@ def test_turbo_leaves_every_other_file_to_pil(files, preprocess):
         turbo.read(files["trunc"])
     with pytest.raises(BadImageError, match="file not found"):
         turbo.read(files["jpg"] + ".missing.jpg")
+
+
+def _png(img: Image.Image, **kw) -> bytes:
+    b = io.BytesIO()
+    img.save(b, "PNG", **kw)
+    return b.getvalue()
+
+
+def _with_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """``png`` with a chunk inserted after IHDR (valid CRC)."""
+    import zlib
+
+    chunk = len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+    return png[:33] + chunk + png[33:]
+
+
+def test_spng_decodes_plain_8_bit_pngs_like_pil_and_leaves_the_rest(tmp_path, preprocess):
+    from w2sclip.data.decode import spng_decode
+
+    a = smooth(50, 70, 3)
+    plain = {"rgb": _png(Image.fromarray(a)), "grey": _png(Image.fromarray(a[..., 0])),
+             "palette": _png(Image.fromarray(a).convert("P")),
+             "gamma": _with_chunk(_png(Image.fromarray(a)), b"gAMA", (45455).to_bytes(4, "big"))}
+    plain["text"] = _with_chunk(plain["rgb"], b"tEXt", b"Comment\0made by a test")
+    for name, data in plain.items():
+        img = spng_decode(data)
+        assert img is not None and img.mode == "RGB", name
+        assert np.array_equal(np.asarray(img), np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))), name
+    rgba = np.dstack([a, np.full(a.shape[:2], 128, np.uint8)])
+    flipped = bytearray(plain["rgb"])
+    flipped[len(flipped) // 2] ^= 0xFF  # inside IDAT: libspng alone decodes it, the CRC check refuses it
+    others = {"rgba": _png(Image.fromarray(rgba)), "16-bit": _png(Image.fromarray(a[..., 0].astype(np.uint16) * 257)),
+              "1-bit": _png(Image.fromarray(a[..., 0] > 128)),
+              "tRNS": _png(Image.fromarray(a).convert("P"), transparency=0),
+              "eXIf": _with_chunk(plain["rgb"], b"eXIf", b"MM\0*\0\0\0\x08\0\0"),
+              "text exif": _with_chunk(plain["rgb"], b"zTXt", b"Raw profile type exif\0\0x"),
+              "truncated": plain["rgb"][: len(plain["rgb"]) // 2], "no IEND": plain["rgb"][:-12],
+              "flipped": bytes(flipped), "jpeg": open_bytes_jpeg(a), "empty": b""}
+    for name, data in others.items():
+        assert spng_decode(data) is None, name
+    turbo, draft = ImageDecoder(preprocess, "turbo"), ImageDecoder(preprocess, "pil-draft")
+    for name in ("rgb", "palette", "gamma"):  # through the model's own steps: the reference's numbers
+        (tmp_path / f"{name}.png").write_bytes(plain[name])
+        assert torch.equal(turbo.read(str(tmp_path / f"{name}.png")), draft.read(str(tmp_path / f"{name}.png")))
+    (tmp_path / "flipped.png").write_bytes(others["flipped"])
+    with pytest.raises(BadImageError, match="broken data stream"):  # still a bad file, with PIL's reason
+        turbo.read(str(tmp_path / "flipped.png"))
+
+
+def open_bytes_jpeg(a: np.ndarray) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "JPEG", quality=90)
+    return b.getvalue()
 
 
 # GPU dispatch, on the CPU ------------------------------------------------------------------------
