@@ -31,3 +31,13 @@ def test_scaling_reads_memory_maps_and_cleans_up(tmp_path, capsys):
     assert len(rows) == 1 and rows[0]["steps"] == 10 and rows[0]["peak_anon_mb"] >= 0
     assert out[-1].startswith("peak memory / one batch of features")
     assert not folder.exists()
+
+
+def test_reuse_runs_the_demo_then_the_sweep_and_prints_the_ratio_last(capsys):
+    """One run (real, full, two methods): the sweep into another runs dir copies it from the cache."""
+    ratios = _load("reuse").main(["--set", "grid.domain=[real]", "--set", "grid.strong=[full]",
+                                  "--set", "methods=[zero_shot,cpl]"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert list(ratios) == ["demo then sweep"] and 0 < ratios["demo then sweep"] < 1
+    assert "1 ran (1 copied from the cache's finished runs)" in out[1] and "'runs': 1" in out[1]
+    assert out[-1].startswith("second / first: ") and out[-1].endswith("(demo then sweep)")
