@@ -39,5 +39,5 @@ def test_reuse_runs_the_demo_then_the_sweep_and_prints_the_ratio_last(capsys):
                                   "--set", "methods=[zero_shot,cpl]"])
     out = capsys.readouterr().out.strip().splitlines()
     assert list(ratios) == ["demo then sweep"] and 0 < ratios["demo then sweep"] < 1
-    assert "1 ran (1 copied from the cache's finished runs)" in out[1] and "'runs': 1" in out[1]
+    assert "1 ran (1 copied from the cache's finished runs)" in out[1] and "'runs': 1}" in out[1]
     assert out[-1].startswith("second / first: ") and out[-1].endswith("(demo then sweep)")

@@ -235,44 +235,57 @@ def _png(img: Image.Image, **kw) -> bytes:
     return b.getvalue()
 
 
-def _with_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
-    """``png`` with a chunk inserted after IHDR (valid CRC)."""
+def _with_chunk(png: bytes, kind: bytes, body: bytes, at_end: bool = False) -> bytes:
+    """``png`` with a chunk (valid CRC) inserted after IHDR, or before IEND with ``at_end``."""
     import zlib
 
     chunk = len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
-    return png[:33] + chunk + png[33:]
+    return png[:-12] + chunk + png[-12:] if at_end else png[:33] + chunk + png[33:]
 
 
-def test_spng_decodes_plain_8_bit_pngs_like_pil_and_leaves_the_rest(tmp_path, preprocess):
+def test_spng_decodes_plain_8_bit_pngs_like_pil_and_leaves_the_rest(tmp_path, preprocess, monkeypatch):
+    import pyspng
+
+    import w2sclip.data.decode as decode
     from w2sclip.data.decode import spng_decode
 
     a = smooth(50, 70, 3)
-    plain = {"rgb": _png(Image.fromarray(a)), "grey": _png(Image.fromarray(a[..., 0])),
-             "palette": _png(Image.fromarray(a).convert("P")),
-             "gamma": _with_chunk(_png(Image.fromarray(a)), b"gAMA", (45455).to_bytes(4, "big"))}
-    plain["text"] = _with_chunk(plain["rgb"], b"tEXt", b"Comment\0made by a test")
+    rgb = _png(Image.fromarray(a))
+    plain = {"rgb": rgb, "grey": _png(Image.fromarray(a[..., 0])), "palette": _png(Image.fromarray(a).convert("P")),
+             "gamma": _with_chunk(rgb, b"gAMA", (45455).to_bytes(4, "big")),
+             "text": _with_chunk(rgb, b"tEXt", b"Comment\0made by a test")}
     for name, data in plain.items():
         img = spng_decode(data)
         assert img is not None and img.mode == "RGB", name
         assert np.array_equal(np.asarray(img), np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))), name
-    rgba = np.dstack([a, np.full(a.shape[:2], 128, np.uint8)])
-    flipped = bytearray(plain["rgb"])
-    flipped[len(flipped) // 2] ^= 0xFF  # inside IDAT: libspng alone decodes it, the CRC check refuses it
-    others = {"rgba": _png(Image.fromarray(rgba)), "16-bit": _png(Image.fromarray(a[..., 0].astype(np.uint16) * 257)),
+    stored = bytearray(_png(Image.fromarray(a), compress_level=0))  # stored deflate blocks: a flipped pixel
+    stored[len(stored) // 2] ^= 0xFF  # byte keeps the stream valid, only the CRC (and adler32) say it is damaged
+    assert pyspng.load(bytes(stored), "RGB").shape == a.shape  # libspng alone decodes it
+    xmp = b'XML:com.adobe.xmp\0\0\0\0\0<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    others = {"rgba": _png(Image.fromarray(np.dstack([a, np.full(a.shape[:2], 128, np.uint8)]))),
+              "16-bit": _png(Image.fromarray(a[..., 0].astype(np.uint16) * 257)),
               "1-bit": _png(Image.fromarray(a[..., 0] > 128)),
               "tRNS": _png(Image.fromarray(a).convert("P"), transparency=0),
-              "eXIf": _with_chunk(plain["rgb"], b"eXIf", b"MM\0*\0\0\0\x08\0\0"),
-              "text exif": _with_chunk(plain["rgb"], b"zTXt", b"Raw profile type exif\0\0x"),
-              "truncated": plain["rgb"][: len(plain["rgb"]) // 2], "no IEND": plain["rgb"][:-12],
-              "flipped": bytes(flipped), "jpeg": open_bytes_jpeg(a), "empty": b""}
+              "eXIf": _with_chunk(rgb, b"eXIf", b"MM\0*\0\0\0\x08\0\0"),
+              "text exif": _with_chunk(rgb, b"zTXt", b"Raw profile type exif\0\0x"),
+              "tEXt exif": _with_chunk(rgb, b"tEXt", b"exif\0MM\0*\0\0\0\x08\0\0"),
+              "XMP orientation": _with_chunk(rgb, b"iTXt", xmp),
+              "text after the image": _with_chunk(rgb, b"tEXt", b"Comment\0late", at_end=True),
+              "short gAMA": _with_chunk(rgb, b"gAMA", b"\0\1"),
+              "APNG": _with_chunk(rgb, b"acTL", (1).to_bytes(4, "big") * 2),
+              "truncated": rgb[: len(rgb) // 2], "no IEND": rgb[:-12], "flipped": bytes(stored),
+              "jpeg": open_bytes_jpeg(a), "empty": b""}
     for name, data in others.items():
         assert spng_decode(data) is None, name
     turbo, draft = ImageDecoder(preprocess, "turbo"), ImageDecoder(preprocess, "pil-draft")
+    took = []
+    monkeypatch.setattr(decode, "spng_decode", lambda data: took.append(spng_decode(data)) or took[-1])
     for name in ("rgb", "palette", "gamma"):  # through the model's own steps: the reference's numbers
         (tmp_path / f"{name}.png").write_bytes(plain[name])
         assert torch.equal(turbo.read(str(tmp_path / f"{name}.png")), draft.read(str(tmp_path / f"{name}.png")))
+    assert len(took) == 3 and all(t is not None for t in took)  # and the turbo path did go through libspng
     (tmp_path / "flipped.png").write_bytes(others["flipped"])
-    with pytest.raises(BadImageError, match="broken data stream"):  # still a bad file, with PIL's reason
+    with pytest.raises(BadImageError):  # still a bad file, reported by PIL's path
         turbo.read(str(tmp_path / "flipped.png"))
 
 
