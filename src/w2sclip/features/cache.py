@@ -25,6 +25,11 @@ def digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def canonical(key: dict) -> dict:
+    """``key`` as it reads back from JSON (what ``meta.json`` files store and are compared with)."""
+    return json.loads(json.dumps(key, sort_keys=True, default=str))
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60]
 
@@ -56,7 +61,7 @@ class ArrayCache:
         except (OSError, ValueError, EOFError) as e:  # empty, truncated or garbled data.npy
             raise ValueError(f"cache entry {folder} is corrupt (data.npy unreadable: {type(e).__name__}: "
                              f"{e}); delete the folder to recompute it") from None
-        if not isinstance(meta, dict) or meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
+        if not isinstance(meta, dict) or meta.get("key") != canonical(key):
             raise ValueError(f"cache entry {folder} holds a different key than requested; delete "
                              f"the folder to recompute it")
         if hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest() != meta.get("sha256"):
@@ -74,7 +79,7 @@ class ArrayCache:
         except NotWritableError as e:  # a read-only cache that lacks this entry
             raise read_only_cache_error(folder, "cache entry", e) from None
         array = np.ascontiguousarray(array)
-        meta = {"key": json.loads(json.dumps(key, sort_keys=True, default=str)),
+        meta = {"key": canonical(key),
                 "shape": list(array.shape), "dtype": str(array.dtype),
                 "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
         try:

@@ -142,7 +142,7 @@ def run(cfg: RunConfig, runs_dir: str | Path, *, force: bool = False) -> RunFold
     try:
         if folder.is_done and not force:  # the other process finished it
             return folder
-        return _run_locked(cfg, folder, reuse=cfg.reuse_runs and not force)
+        return _run_locked(cfg, folder, force)
     finally:
         lock.release()
 
@@ -158,7 +158,7 @@ def _result_key(cfg: RunConfig, prepared: Prepared) -> dict | None:
         return None
 
 
-def _run_locked(cfg: RunConfig, folder: RunFolder, reuse: bool) -> RunFolder:
+def _run_locked(cfg: RunConfig, folder: RunFolder, force: bool) -> RunFolder:
     from w2sclip.run.reuse import ResultStore, provenance
     from w2sclip.versions import library_versions
 
@@ -176,7 +176,8 @@ def _run_locked(cfg: RunConfig, folder: RunFolder, reuse: bool) -> RunFolder:
         store, key = ResultStore(cache / "runs"), _result_key(cfg, prepared)
         (folder.path / "done").unlink(missing_ok=True)
         with store.lock(key, slug) if key is not None else nullcontext():
-            entry = store.restore(key, slug, folder.path) if reuse and key is not None else None
+            reuse = cfg.reuse_runs and not force and key is not None
+            entry = store.restore(key, slug, folder.path) if reuse else None
             reused_from = str(entry) if entry is not None else None
             if entry is not None:
                 log.info("%s: the same run (same inputs, code and libraries) is finished in the cache; "
@@ -185,8 +186,7 @@ def _run_locked(cfg: RunConfig, folder: RunFolder, reuse: bool) -> RunFolder:
             else:
                 folder.write_result(fit_prepared(cfg, prepared, rlog), cfg.seed)
                 if key is not None:
-                    store.save(key, slug, folder.path, replace=not reuse and cfg.reuse_runs,
-                               fitted_with=provenance(cfg))
+                    store.save(key, slug, folder.path, replace=force and cfg.reuse_runs, fitted_with=provenance(cfg))
     except BaseException as e:
         try:
             rlog.event("run_failed", error=f"{type(e).__name__}: {e}")

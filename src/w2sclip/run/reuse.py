@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from w2sclip.data.identity import file_sha256
+from w2sclip.features.cache import canonical, digest
 from w2sclip.fileio import FileLock, atomic_write_json, fsync_dir, tmp_name
 from w2sclip.versions import library_versions
 
@@ -115,8 +116,6 @@ class ResultStore:
         self.root = Path(root)
 
     def path(self, key: dict, slug: str) -> Path:
-        from w2sclip.features.cache import digest
-
         return self.root / f"{slug}-{digest(key)}"
 
     def lock(self, key: dict, slug: str):
@@ -135,8 +134,7 @@ class ResultStore:
             raise Damaged("meta.json is missing") from None
         except ValueError as e:
             raise Damaged(f"meta.json is unreadable: {e}") from None
-        canonical = json.loads(json.dumps(key, sort_keys=True, default=str))
-        if not isinstance(meta, dict) or meta.get("key") != canonical or not isinstance(meta.get("files"), dict):
+        if not isinstance(meta, dict) or meta.get("key") != canonical(key) or not isinstance(meta.get("files"), dict):
             raise Damaged("it holds another key")
         missing = [n for n in meta["files"] if not (entry / n).is_file()]
         if missing:
@@ -178,7 +176,8 @@ class ResultStore:
                 tmp.unlink(missing_ok=True)
         return entry
 
-    def save(self, key: dict, slug: str, folder: Path, *, replace: bool = False, fitted_with: dict | None = None) -> None:
+    def save(self, key: dict, slug: str, folder: Path, *, replace: bool = False,
+             fitted_with: dict | None = None) -> None:
         """Store ``folder``'s result files for ``key`` (atomic: a temporary folder, then a rename);
         ``replace`` drops an existing entry first (a forced rerun). Storing only saves later fits:
         any failure (a full or read-only cache) is a warning, the run folder is finished anyway."""
