@@ -120,6 +120,30 @@ def test_fp16_storage_and_bf16_compute_are_separate_entries(tmp_path, strong):
     assert 0 < np.abs(bf16.features - f32.features).max() < 0.05
 
 
+def test_decode_paths_are_separate_entries(tmp_path, strong):
+    """Features of different decode paths never mix: the decoder's identity is in the key."""
+    root = tmp_path / "data"
+    (root / "img").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    rows = ["path,label,domain,split"]
+    for i in range(4):  # JPEGs 4x the model's side: pil decodes in full, turbo at a reduced scale
+        lo = rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(lo).resize((300, 260), Image.BICUBIC).save(root / "img" / f"{i}.jpg", quality=90)
+        rows.append(f"img/{i}.jpg,{i % 3},d,test")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (root / "classnames.txt").write_text("a\nb\nc\n")
+    ref = run(strong, root, tmp_path / "cache", decode="pil")
+    fast = run(strong, root, tmp_path / "cache", decode="turbo")
+    assert ref.path != fast.path and (ref.key["decode"]["path"], fast.key["decode"]["path"]) == ("pil", "turbo")
+    assert np.abs(ref.features - fast.features).max() > 0  # mixing them would have been silent
+    with Counter(strong.model) as c:
+        again = run(strong, root, tmp_path / "cache", decode="pil")
+    assert c.rows == 0 and np.array_equal(again.features, ref.features)
+    opened = open_features(strong, toy_dataset(root), tmp_path / "cache", decode="pil")
+    assert np.array_equal(opened.features, ref.features)
+    assert np.array_equal(open_features(strong, toy_dataset(root), tmp_path / "cache").features, fast.features)
+
+
 def test_interrupted_run_resumes_without_recomputing_finished_shards(tmp_path, strong):
     root = make_toy(tmp_path / "data")
     reference = run(strong, root, tmp_path / "ref").features

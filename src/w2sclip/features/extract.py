@@ -202,12 +202,15 @@ def extract(strong, dataset, cache_root, *, batch_size: int = 256, num_workers: 
     rank, world, from_env = resolve_shard(shard)
     precision = getattr(strong, "precision", "fp32")
     precision_dtypes(precision, torch.device("cpu"))
-    key = feature_key(strong, dataset, dtype=dtype, precision=precision, memo_dir=identity_memo(cache_root))
+    device = prepare_device(strong, device)
+    decoder = ImageDecoder(strong.preprocess, resolve_decode(decode, device))
+    key = feature_key(strong, dataset, dtype=dtype, precision=precision, decode=decoder.identity(),
+                      memo_dir=identity_memo(cache_root))
     store = FeatureStore(cache_root, key, entry_slug(strong, dataset, dtype), len(dataset), shard_size).open()
     if not store.complete:
         mine = [j for j in range(store.n_shards) if j % world == rank]
-        _extract_shards(strong, dataset, store, mine, batch_size=batch_size, num_workers=num_workers,
-                        bad_files=bad_files, device=device, progress=progress, decode=decode)
+        _extract_shards(strong, dataset, store, mine, decoder, batch_size=batch_size, num_workers=num_workers,
+                        bad_files=bad_files, device=device, progress=progress)
     while not store.merge(keep_shards=keep_shards):
         if not (from_env if wait is None else wait):
             log.info("%s: shards of part %d/%d done; %d shard(s) of other parts missing; the last "
@@ -222,11 +225,15 @@ def identity_memo(cache_root) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(cache_root)), "identity")
 
 
-def open_features(strong, dataset, cache_root, *, dtype: str = "float32", verify: bool = False) -> FeatureSet:
-    """The finished features of ``extract`` with the same arguments, without extracting
-    (FileNotFoundError when absent or unfinished; ``verify`` re-hashes the whole file)."""
+def open_features(strong, dataset, cache_root, *, dtype: str = "float32", verify: bool = False,
+                  decode: str = "auto", device: str | torch.device | None = None) -> FeatureSet:
+    """The finished features of ``extract`` with the same arguments (``decode`` and ``device`` pick
+    the decode path, which is part of the key), without extracting (FileNotFoundError when absent
+    or unfinished; ``verify`` re-hashes the whole file)."""
+    device = torch.device(device if device is not None else getattr(strong, "device", None) or "cpu")
+    decoder = ImageDecoder(strong.preprocess, resolve_decode(decode, device))
     key = feature_key(strong, dataset, dtype=dtype, precision=getattr(strong, "precision", "fp32"),
-                      memo_dir=identity_memo(cache_root))
+                      decode=decoder.identity(), memo_dir=identity_memo(cache_root))
     store = FeatureStore(cache_root, key, entry_slug(strong, dataset, dtype), len(dataset))
     if not (store.path / "meta.json").exists():
         raise FileNotFoundError(f"no features at {store.path}; run `w2sclip extract` (or extract()) first")
@@ -234,15 +241,15 @@ def open_features(strong, dataset, cache_root, *, dtype: str = "float32", verify
     return store.load(verify=verify).named_for(dataset)
 
 
-def _extract_shards(strong, dataset, store: FeatureStore, shards: list[int], *, batch_size: int,
-                    num_workers: int, bad_files: str, device, progress: bool, decode: str = "auto") -> None:
+def _extract_shards(strong, dataset, store: FeatureStore, shards: list[int], decoder: ImageDecoder, *,
+                    batch_size: int, num_workers: int, bad_files: str, device: torch.device,
+                    progress: bool) -> None:
     from tqdm.auto import tqdm
 
     todo = [j for j in shards if not store.is_done(j)]
     if not todo:
         return
-    device = prepare_device(strong, device)
-    images = image_source(dataset, ImageDecoder(strong.preprocess, resolve_decode(decode, device)), bad_files)
+    images = image_source(dataset, decoder, bad_files)
     samplers = [ShardBatches(store, todo, batch_size)]
     writer = _ShardWriter(store, images.path, lambda j: [s.release(j) for s in samplers],
                           {"device": str(device), "precision": store.key["precision"]})

@@ -17,15 +17,16 @@ def data_identity(dataset, memo_dir=None) -> str:
     return dataset.content_id(memo_dir)
 
 
-def feature_key(strong, dataset, *, dtype: str, precision: str, memo_dir=None) -> dict:
+def feature_key(strong, dataset, *, dtype: str, precision: str, decode: dict, memo_dir=None) -> dict:
     """The feature-store key: dataset content (not its paths), split and size; model identity (architecture,
-    weights, preprocessing); feature layer; normalisation; compute precision; storage dtype;
+    weights, preprocessing); the decode path (``ImageDecoder.identity()``: features of different
+    decode paths never mix); feature layer; normalisation; compute precision; storage dtype;
     library versions. Features cover the whole split in sample order, so seeds (which pick
     rows downstream) are not part of it."""
     return {"kind": "image_features",
             "data": {"name": dataset.name, "domain": dataset.domain, "split": dataset.split,
                      "n": len(dataset), "content": data_identity(dataset, memo_dir)},
-            "model": strong.identity(), "layer": FEATURE_LAYER, "normalization": NORMALIZATION,
+            "model": strong.identity(), "decode": dict(decode), "layer": FEATURE_LAYER, "normalization": NORMALIZATION,
             "precision": precision, "dtype": dtype, "versions": library_versions(FEATURE_LIBRARIES)}
 
 
