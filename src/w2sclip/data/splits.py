@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 
@@ -25,12 +22,20 @@ def stratified_split(labels, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
 
 
-def protocol_splits(test_labels, seed: int, hold_fraction: float = 0.5,
+BENCHMARK_SPLIT_SEED = 0
+"""The seed of the D_hold / D_test split: the same for every run of a (dataset, domain)."""
+
+
+def protocol_splits(test_labels, weak_pred, seed: int, hold_fraction: float = 0.5,
                     fit_fraction: float = 0.8) -> dict[str, np.ndarray]:
-    """Indices into the official test split: ``hold``, ``hold_fit``, ``hold_val``, ``test``."""
-    hold, test = stratified_split(test_labels, hold_fraction, seed)
-    labels = np.asarray(test_labels)
-    fit_local, val_local = stratified_split(labels[hold], fit_fraction, seed + 1)
+    """Indices into the official test split: ``hold``, ``hold_fit``, ``hold_val``, ``test``.
+
+    D_hold / D_test: stratified by class with the fixed ``BENCHMARK_SPLIT_SEED`` (every run of a
+    (dataset, domain) evaluates on the same D_test). hold_fit / hold_val: D_hold stratified by the
+    weak supervisor's predicted class ``weak_pred`` with the run's ``seed``, so no ground truth
+    of D_hold is read."""
+    hold, test = stratified_split(test_labels, hold_fraction, BENCHMARK_SPLIT_SEED)
+    fit_local, val_local = stratified_split(np.asarray(weak_pred)[hold], fit_fraction, seed)
     return {"hold": hold, "hold_fit": hold[fit_local], "hold_val": hold[val_local], "test": test}
 
 
@@ -40,11 +45,6 @@ def subsample_per_class(labels, per_class: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
     return np.sort(np.concatenate(keep))
-
-
-def save_splits(splits: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write split indices as JSON so a run can be reproduced exactly."""
-    Path(path).write_text(json.dumps({k: v.tolist() for k, v in splits.items()}))
 
 
 def hashed_train_test(keys, labels, test_fraction: float = 0.5, seed: int = 0

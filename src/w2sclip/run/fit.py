@@ -12,13 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from w2sclip.data.splits import stratified_split
+from w2sclip.data.splits import protocol_splits
 from w2sclip.eval.metrics import accuracy, agreement, expected_calibration_error, pgr, topk_accuracy
 from w2sclip.methods import METHODS, get_method
-
-BENCHMARK_SPLIT_SEED = 0
-"""The D_hold / D_test split is part of the benchmark: fixed per (dataset, domain) with this seed,
-whatever the run seed (PROTOCOL.md section 1)."""
 
 
 def head_of(method: str) -> str:
@@ -132,14 +128,9 @@ def evaluate(x: FitInputs, splits: dict[str, np.ndarray], fitted: dict, ids: dic
 
 
 def make_splits(x: FitInputs, seed: int, fractions: tuple[float, float] = (0.5, 0.8)) -> dict[str, np.ndarray]:
-    """Indices into the rows of ``x``: ``hold``, ``hold_fit``, ``hold_val``, ``test`` (PROTOCOL.md 1).
-
-    D_hold / D_test: stratified by class with a fixed seed, the same for every run of a
-    (dataset, domain). hold_fit / hold_val: stratified by the weak supervisor's argmax with the
-    run's seed: no ground truth of D_hold is read."""
-    hold, test = stratified_split(x.labels, fractions[0], BENCHMARK_SPLIT_SEED)
-    fit_local, val_local = stratified_split(x.weak_logits[hold].argmax(1), fractions[1], seed)
-    return {"hold": hold, "hold_fit": hold[fit_local], "hold_val": hold[val_local], "test": test}
+    """Indices into the rows of ``x``: ``hold``, ``hold_fit``, ``hold_val``, ``test`` (PROTOCOL.md 1;
+    ``data.splits.protocol_splits`` with the weak supervisor's argmax)."""
+    return protocol_splits(x.labels, x.weak_logits.argmax(1), seed, *fractions)
 
 
 def fit_and_evaluate(x: FitInputs, *, seed: int, methods: tuple[str, ...], ids: dict,
