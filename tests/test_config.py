@@ -145,3 +145,16 @@ def test_builtin_world_generates_its_own_folder(tmp_path, monkeypatch):
     for world in (1, 2):
         dataset_root(make_run_config({"domain": "real", "builtin_size": "quick", "builtin_world": world}), tmp_path)
     assert [(p.name, kw["world"]) for p, kw in seen] == [("builtin-quick-w1", 1), ("builtin-quick-w2", 2)]
+
+
+def test_cache_dir_expands_home_alike_where_checked_and_where_used(tmp_path, monkeypatch):
+    from w2sclip.fileio import default_cache_dir
+    from w2sclip.run import cache_dir_of
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("W2SCLIP_CACHE", raising=False)
+    cfg = make_run_config({"domain": "real", "cache_dir": "~/w2s-cache"})
+    assert cache_dir_of(cfg) == default_cache_dir(cfg.cache_dir) == tmp_path / "w2s-cache"
+    assert cache_dir_of(make_run_config({"domain": "real"})) == tmp_path / ".cache" / "w2sclip"
+    monkeypatch.setenv("W2SCLIP_CACHE", "~/env-cache")
+    assert cache_dir_of(make_run_config({"domain": "real"})) == tmp_path / "env-cache"

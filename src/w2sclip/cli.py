@@ -403,7 +403,7 @@ def extract_cmd(
     part = parse_shard(shard) if shard else None
     ds = get_dataset(dataset, root=root, domain=domain, split=split)
     model = load_strong(strong, device=device or default_device(), precision=precision)
-    fs = extract(model, ds, (cache_dir or default_cache_dir()) / "features", batch_size=batch_size,
+    fs = extract(model, ds, default_cache_dir(cache_dir) / "features", batch_size=batch_size,
                  num_workers=workers, shard_size=shard_size, shard=part, bad_files=bad_files,
                  dtype="float16" if fp16 else "float32", progress=not quiet)
     if fs is None:

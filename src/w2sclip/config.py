@@ -295,7 +295,7 @@ def check_runs(runs: list[RunConfig]) -> None:
     seen: set = set()
     for cfg in runs:
         check_weak_options(cfg)
-        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        cache = default_cache_dir(cfg.cache_dir)
         if ("cache", cache) not in seen:
             seen.add(("cache", cache))
             problem = folder_problem(cache)

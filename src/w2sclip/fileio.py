@@ -274,6 +274,7 @@ class FileLock:
         self.release()
 
 
-def default_cache_dir() -> Path:
-    """``$W2SCLIP_CACHE`` or ``~/.cache/w2sclip``: generated data, features, weak predictions."""
-    return Path(os.environ.get("W2SCLIP_CACHE", Path.home() / ".cache" / "w2sclip"))
+def default_cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """``path`` (``~`` expanded) or else ``$W2SCLIP_CACHE`` or ``~/.cache/w2sclip``: generated
+    data, features, weak predictions, finished runs."""
+    return Path(path or os.environ.get("W2SCLIP_CACHE") or Path.home() / ".cache" / "w2sclip").expanduser()

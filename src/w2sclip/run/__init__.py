@@ -29,7 +29,7 @@ def cache_dir_of(cfg: RunConfig) -> Path:
     """``cfg.cache_dir`` or the default cache (``$W2SCLIP_CACHE``, ``~/.cache/w2sclip``)."""
     from w2sclip.fileio import default_cache_dir
 
-    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    return default_cache_dir(cfg.cache_dir)
 
 
 @dataclass
