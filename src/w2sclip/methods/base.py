@@ -8,12 +8,13 @@ ends in ``_``; ``predict_proba`` (N, C) and ``predict`` (N,).
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from w2sclip.losses import kd_loss
 from w2sclip.methods.params import validate
 
 
@@ -118,14 +119,13 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     citation: ClassVar[str] = ""
-    needs_text: ClassVar[bool] = False
     needs_prompt_encoder: ClassVar[bool] = False
     """True for methods whose ``fit`` runs the text encoder (takes ``prompt_encoder=``)."""
     trains: ClassVar[bool] = True
+    """False for methods whose ``fit`` learns nothing from the targets (zero-shot)."""
     head: ClassVar[str | None] = None
     """The method whose head this one trains (None: its own). Its PGR is measured against
     ``ceiling_<head>``: that method fitted on ground truth (e.g. logconf trains CPL's head)."""
-    """False for methods whose ``fit`` learns nothing from the targets (zero-shot)."""
     defaults: ClassVar[dict[str, Any]] = {}
     constraints: ClassVar[dict[str, Any]] = {}
     """Key -> constraint(s) of its value (``w2sclip.methods.params``); every default key has one."""
@@ -145,9 +145,6 @@ class Method:
     def get_params(self) -> dict[str, Any]:
         return dict(self.params)
 
-    def clone(self, **params: Any) -> "Method":
-        return type(self)(**{**self.params, **params})
-
     def __repr__(self) -> str:
         changed = {k: v for k, v in self.params.items() if self.defaults.get(k) != v}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
@@ -156,11 +153,25 @@ class Method:
     def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None) -> "Method":
         raise NotImplementedError
 
-    def decision_function(self, X) -> np.ndarray:
-        """Logits (N, C)."""
+    def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
+        """Logits (n, C) of L2-normalised features ``v`` (n, D), differentiable in the parameters."""
         raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------------
+    def decision_function(self, X) -> np.ndarray:
+        """Logits (N, C)."""
+        self._check_fitted()
+        with torch.no_grad():
+            return self._logits(as_tensor(check_features(X))).numpy()
+
+    def _logits(self, X: torch.Tensor) -> torch.Tensor:
+        """Logits of features as stored (``_logits_normalized`` of the L2-normalised rows)."""
+        return self._logits_normalized(F.normalize(X, dim=1))
+
+    def _loss(self, logits: torch.Tensor, target_logits: torch.Tensor, progress: float) -> torch.Tensor:
+        """What ``train_head`` minimises: ``T^2 KL(p_w || softmax(z / T))`` (``losses.kd_loss``)."""
+        return kd_loss(logits, target_logits, T=self.params["T"])
+
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(X, y) first")
@@ -180,6 +191,3 @@ class Method:
     def predict(self, X) -> np.ndarray:
         """Class indices (N,)."""
         return np.asarray(self.decision_function(X)).argmax(1)
-
-    def copy(self) -> "Method":
-        return copy.deepcopy(self)

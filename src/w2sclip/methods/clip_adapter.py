@@ -4,12 +4,10 @@ on cached features (PROTOCOL.md section 4)."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, as_tensor, check_features, hard, target_logits, teacher_logits
+from w2sclip.methods.base import Method, as_probs, check_features, hard, target_logits, teacher_logits
 from w2sclip.methods.params import UNIT, Interval
 from w2sclip.methods.training import budget_defaults, constraints_for, optim_kwargs, train_head
 
@@ -38,14 +36,10 @@ class CLIPAdapter(Method):
     name = "clip_adapter"
     description = "CLIP-Adapter: residual bottleneck MLP on image features, fixed text prototypes"
     citation = "Gao et al. 2021, arXiv 2110.04544 (CLIP-Adapter)"
-    needs_text = True
     defaults = {"ratio": 0.2, "reduction": 4, "T": 1.0, "lr": 2e-3, **budget_defaults(), **SGD_AS_COOP,
                 "hard_labels": False, "seed": 0}
     constraints = constraints_for(defaults, ratio=UNIT, reduction=Interval(int, 1, None))
     grid = {"lr": [2e-4, 2e-3, 2e-2], "ratio": [0.2, 0.6]}
-
-    def _loss(self, logits, target_logits, progress):
-        return kd_loss(logits, target_logits, T=self.params["T"])
 
     def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None) -> "CLIPAdapter":
         p = self.params
@@ -80,11 +74,6 @@ class CLIPAdapter(Method):
         r = self.params["ratio"]
         f = r * self.adapter_(f) + (1 - r) * f
         return self.logit_scale_ * F.normalize(f, dim=1) @ self.text_weights_.T
-
-    def decision_function(self, X) -> np.ndarray:
-        self._check_fitted()
-        with torch.no_grad():
-            return self._logits(as_tensor(check_features(X))).numpy()
 
 
 class AdapterGrad:

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from w2sclip.losses import kd_loss
-from w2sclip.methods.base import Method, as_probs, as_tensor, check_features, target_logits
+from w2sclip.methods.base import Method, as_probs, check_features, target_logits
 from w2sclip.methods.clip_adapter import SGD_AS_COOP
 from w2sclip.methods.training import budget_defaults, constraints_for, normalized_batch, optim_kwargs, train_head
 
@@ -49,9 +46,6 @@ class CoOp(Method):
     constraints = constraints_for(defaults)
     grid = {"lr": [2e-4, 2e-3, 2e-2]}
 
-    def _loss(self, logits, targets, progress):
-        return kd_loss(logits, targets, T=self.params["T"])
-
     def _templates(self, prompt_encoder) -> list[str]:
         from w2sclip.models.strong.openclip import template_set
 
@@ -78,8 +72,6 @@ class CoOp(Method):
         self._encoder = prompt_encoder
         Xv = check_features(X_val, "X_val") if X_val is not None else None
         Yv = target_logits(y_val, c, p["hard_labels"]) if X_val is not None else None
-        with torch.no_grad():
-            self.initial_text_features_ = prompt_encoder(self.ctx_).detach().float().cpu()
         self.history_ = train_head(self.ctx_, self._logits_normalized, self._loss, X,
                                    target_logits(as_probs(y, c), c, p["hard_labels"]), **optim_kwargs(p),
                                    X_val=Xv, Y_val=Yv, on_step=on_step, batch_fn=normalized_batch)
@@ -90,14 +82,6 @@ class CoOp(Method):
         self.fitted_ = True
         return self
 
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return self._logits_normalized(F.normalize(X, dim=1))
-
     def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
         text = self._encoder(self.ctx_) if hasattr(self, "_encoder") else self.text_features_
         return self.logit_scale_ * v @ text.to(v.device, v.dtype).T  # the text tower may sit on a GPU
-
-    def decision_function(self, X) -> np.ndarray:
-        self._check_fitted()
-        with torch.no_grad():
-            return self._logits(as_tensor(check_features(X))).numpy()

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_tensor, check_features, check_targets, hard, teacher_logits, to_probs
 from w2sclip.methods.linear_head import LinearHeadGrad
 from w2sclip.methods.training import budget_defaults, constraints_for, optim_kwargs, train_head
@@ -26,14 +25,10 @@ class CPL(Method):
     head = "cpl"
     description = "class prototype learning: text-initialised prototypes distilled from weak labels"
     citation = "Li et al. 2025, arXiv 2511.18396"
-    needs_text = True
     defaults = {"T": 1.0, "lr": 1e-3, **budget_defaults(), "batch_size": 0, "learn_scale": False,
                 "hard_labels": False, "templates": "dataset", "seed": 0}
     constraints = constraints_for(defaults)
     grid = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "T": [1.0, 2.0]}
-
-    def _loss(self, logits: torch.Tensor, target_logits: torch.Tensor, progress: float) -> torch.Tensor:
-        return kd_loss(logits, target_logits, T=self.params["T"])
 
     def _grad(self) -> LinearHeadGrad:
         """The analytic gradient of ``_loss`` (what ``train_head`` steps with)."""
@@ -73,14 +68,6 @@ class CPL(Method):
 
     def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
         return self.log_scale_.exp() * v @ F.normalize(self.prototypes_, dim=1).T
-
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return self._logits_normalized(F.normalize(X, dim=1))
-
-    def decision_function(self, X) -> np.ndarray:
-        self._check_fitted()
-        with torch.no_grad():
-            return self._logits(as_tensor(check_features(X))).numpy()
 
     @property
     def logit_scale_(self) -> float:

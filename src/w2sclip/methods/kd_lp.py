@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_tensor, check_features, check_targets, teacher_logits, to_probs
 from w2sclip.methods.linear_head import LinearHeadGrad
 from w2sclip.methods.training import budget_defaults, constraints_for, optim_kwargs, train_head
@@ -21,9 +19,6 @@ class KDLinearProbe(Method):
     defaults = {"T": 1.0, "lr": 1e-2, **budget_defaults(), "batch_size": 0, "weight_decay": 0.0, "seed": 0}
     constraints = constraints_for(defaults)
     grid = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "weight_decay": [0.0, 1e-4]}
-
-    def _loss(self, logits, target_logits, progress):
-        return kd_loss(logits, target_logits, T=self.params["T"])
 
     def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None, on_step=None):
         """Fit on features X (N, D) (a memory map is read one batch at a time when
@@ -54,8 +49,3 @@ class KDLinearProbe(Method):
 
     def _logits(self, X: torch.Tensor) -> torch.Tensor:
         return X @ self.coef_.T + self.intercept_
-
-    def decision_function(self, X) -> np.ndarray:
-        self._check_fitted()
-        with torch.no_grad():
-            return self._logits(as_tensor(check_features(X))).numpy()

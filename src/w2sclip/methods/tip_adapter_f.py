@@ -8,7 +8,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from w2sclip.losses import kd_loss
 from w2sclip.methods.base import Method, as_probs, as_tensor, check_features, hard, target_logits, teacher_logits
 from w2sclip.methods.params import NON_NEGATIVE
 from w2sclip.methods.training import budget_defaults, constraints_for, normalized_batch, optim_kwargs, train_head
@@ -31,15 +30,11 @@ class TipAdapterF(Method):
     name = "tip_adapter_f"
     description = "Tip-Adapter-F: zero-shot plus a fine-tuned feature cache whose values are the weak labels"
     citation = "Zhang et al. 2022, ECCV (Tip-Adapter)"
-    needs_text = True
     defaults = {"alpha": 1.0, "beta": 5.5, "T": 1.0, "lr": 1e-3, **budget_defaults(), "batch_size": 256,
                 "optimizer": "adamw", "weight_decay": 0.01, "eps": 1e-4, "schedule": "cosine",
                 "hard_labels": False, "seed": 0}
     constraints = constraints_for(defaults, alpha=NON_NEGATIVE, beta=NON_NEGATIVE)
     grid = {"alpha": [0.5, 1.0, 2.0], "beta": [1.0, 5.5]}
-
-    def _loss(self, logits, target_logits, progress):
-        return kd_loss(logits, target_logits, T=self.params["T"])
 
     def fit(self, X, y, *, text_weights=None, logit_scale=None, X_val=None, y_val=None) -> "TipAdapterF":
         p = self.params
@@ -61,9 +56,6 @@ class TipAdapterF(Method):
                                    **optim_kwargs(p), X_val=Xv, Y_val=Yv, batch_fn=normalized_batch)
         self.fitted_ = True
         return self
-
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return self._logits_normalized(F.normalize(X, dim=1))
 
     def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
         zero_shot = self.logit_scale_ * v @ self.text_weights_.T

@@ -14,7 +14,6 @@ class ZeroShot(Method):
     name = "zero_shot"
     description = "zero-shot CLIP: prompt-ensemble text embeddings as the classifier"
     citation = "Radford et al. 2021, ICML (CLIP)"
-    needs_text = True
     trains = False
     head = "cpl"  # the CPL head at its text initialisation
     defaults = {"templates": "dataset", "seed": 0}
