@@ -192,10 +192,12 @@ def selection_study_cmd(
 
 
 def _setup_logging(quiet: bool, log_json: Optional[Path] = None, offline: bool = False) -> None:
-    """Human-readable warnings on stderr; with ``--log-json FILE`` every INFO record as a JSON line;
-    ``offline`` sets HF_HUB_OFFLINE=1 for every loader."""
+    """Human-readable warnings on stderr; with ``--log-json FILE`` (checked first) every INFO record
+    as a JSON line; ``offline`` sets HF_HUB_OFFLINE=1 for every loader."""
     import json as _json
 
+    if log_json is not None:
+        _writable_file(log_json, "--log-json")
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -212,13 +214,6 @@ def _setup_logging(quiet: bool, log_json: Optional[Path] = None, offline: bool =
         handler.setLevel(logging.INFO)
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
-
-
-def _resolve_config(config: str) -> Path:
-    """A YAML path, or a packaged preset name (``builtin``; see `w2sclip list presets`)."""
-    from w2sclip.config import resolve_preset
-
-    return resolve_preset(config)
 
 
 @app.command("run")
@@ -238,14 +233,12 @@ def run_cmd(
     from w2sclip.report import markdown_report
     from w2sclip.run import run, run_folder
 
-    if log_json is not None:
-        _writable_file(log_json, "--log-json")
     _setup_logging(quiet, log_json, offline)
     if config == "-":
         cfg = make_run_config(parse_overrides(set_))
         check_runs([cfg])
     else:
-        sweep = load_sweep(_resolve_config(config), set_)
+        sweep = load_sweep(config, set_)
         first = {k: v[0] for k, v in sweep.grid.items()}
         cfg = make_run_config({**sweep.base, **first})
     if quiet:
@@ -277,10 +270,8 @@ def sweep_cmd(
     from w2sclip.run import run_folder
     from w2sclip.sweep import plan, run_sweep
 
-    if log_json is not None:
-        _writable_file(log_json, "--log-json")
     _setup_logging(quiet, log_json, offline)
-    sweep = load_sweep(_resolve_config(config), set_)
+    sweep = load_sweep(config, set_)
     if dry_run:
         cfgs, todo = plan(sweep, runs_dir)
         todo_names = {run_folder(c, runs_dir).name for c in todo}

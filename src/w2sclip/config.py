@@ -8,6 +8,7 @@ numbers) enter a run's digest; execution fields (device, workers, progress) do n
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -16,9 +17,14 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PROTOCOLS = ("in_domain", "cross_domain", "weak_clip", "byo")
 EXECUTION_FIELDS = ("device", "num_workers", "batch_size", "progress", "cache_dir", "shard_size", "reuse_runs")
 WEAK_EXECUTION_OPTIONS = ("device", "num_workers", "offline", "cache_dir")
+
+
+def _did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _registered_methods() -> tuple[str, ...]:
@@ -79,8 +85,6 @@ class RunConfig(BaseModel):
     @field_validator("method_params")
     @classmethod
     def _known_method_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        import difflib
-
         from w2sclip.methods import METHODS
         from w2sclip.methods import check_params
 
@@ -88,9 +92,8 @@ class RunConfig(BaseModel):
             valid = METHODS[name].defaults if name in METHODS else None
             bad = [name] if valid is None else sorted(set(params) - set(valid))
             if bad:
-                close = difflib.get_close_matches(bad[0], list(METHODS) if valid is None else list(valid), n=1)
                 what = "unknown method" if valid is None else f"unknown hyper-parameter(s) of {name!r}"
-                raise ValueError(f"{what} {bad}{f' (did you mean {close[0]!r}?)' if close else ''}; valid: "
+                raise ValueError(f"{what} {bad}{_did_you_mean(bad[0], METHODS if valid is None else valid)}; valid: "
                                  f"{', '.join(METHODS if valid is None else sorted(valid))}")
             check_params(name, params, "method_params")  # type and range, before any work
         return v
@@ -178,8 +181,6 @@ def make_run_config(values: dict[str, Any]) -> RunConfig:
 
 
 def _explain(e: ValidationError, model: type[BaseModel]) -> str:
-    import difflib
-
     lines, errors = [], e.errors()
     # a misspelt required key ("domian") reports the typo only, not also "domain: Field required"
     meant = {m for err in errors if err["type"] == "extra_forbidden"
@@ -189,8 +190,7 @@ def _explain(e: ValidationError, model: type[BaseModel]) -> str:
         if err["type"] == "missing" and loc in meant:
             continue
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(err["loc"][0]), list(model.model_fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = _did_you_mean(str(err["loc"][0]), model.model_fields)
             lines.append(f"unknown config key {loc!r}{hint}; valid keys: {', '.join(model.model_fields)}")
         elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
             msg = str(err["ctx"]["error"])  # our own validators' messages name the key already
@@ -292,25 +292,23 @@ def check_runs(runs: list[RunConfig]) -> None:
 
     from w2sclip.fileio import default_cache_dir, folder_problem
 
-    seen: set = set()
+    caches, strongs, datasets = set(), set(), set()
     for cfg in runs:
         check_weak_options(cfg)
         cache = default_cache_dir(cfg.cache_dir)
-        if ("cache", cache) not in seen:
-            seen.add(("cache", cache))
+        if cache not in caches:
+            caches.add(cache)
             problem = folder_problem(cache)
             if problem and "is a file" in problem:
                 where = "cache_dir" if cfg.cache_dir else "the cache folder (W2SCLIP_CACHE)"
                 raise ValueError(f"{where} {cache} cannot be used: {problem}; point cache_dir (or "
                                  f"--cache-dir / W2SCLIP_CACHE) to a folder")
-        for item in (("strong", cfg.strong),
-                     ("dataset", cfg.dataset, cfg.domain, cfg.source_domain, json.dumps(cfg.dataset_options, sort_keys=True))):
-            if item in seen:
-                continue
-            seen.add(item)
-            if item[0] == "strong":
-                parse_spec(cfg.strong)
-                continue
+        if cfg.strong not in strongs:
+            strongs.add(cfg.strong)
+            parse_spec(cfg.strong)
+        data = (cfg.dataset, cfg.domain, cfg.source_domain, json.dumps(cfg.dataset_options, sort_keys=True))
+        if data not in datasets:
+            datasets.add(data)
             spec = get_spec(cfg.dataset)
             spec.resolve_options(dict(cfg.dataset_options))
             domains = spec.domains
@@ -336,12 +334,7 @@ def check_weak_options(cfg: RunConfig) -> None:
 
 
 def _explain_unknown(keys: list[str]) -> str:
-    import difflib
-
-    parts = []
-    for k in keys:
-        close = difflib.get_close_matches(k, list(RunConfig.model_fields), n=1)
-        parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    parts = [f"{k!r}{_did_you_mean(k, RunConfig.model_fields)}" for k in keys]
     return f"unknown config key(s) {', '.join(parts)}; valid keys: {', '.join(RunConfig.model_fields)}"
 
 

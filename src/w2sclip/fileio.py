@@ -1,4 +1,4 @@
-"""Atomic file writes, advisory file locks, disk-full errors and the cache location (general I/O).
+"""Atomic file writes, advisory file locks, disk-full errors, file hashes and the cache location (general I/O).
 
 Every file is written under a temporary name in its own folder, flushed, fsync'ed and then
 ``os.replace``d into place, so a reader sees either the old file or the complete new one, and a
@@ -15,6 +15,7 @@ file in the temporary folder, so a complete read-only cache can still be read.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -149,6 +150,17 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    with open(path, "rb") as f:
+        if hasattr(hashlib, "file_digest"):
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        h = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+        return h.hexdigest()
+
+
 def atomic_write(path: Path, write: Callable[[object], None], exclusive: bool = False,
                  move: str = "--cache-dir or W2SCLIP_CACHE") -> bool:
     """Write ``path`` through ``write(fileobj)`` atomically.
@@ -196,10 +208,6 @@ class FileLock:
         self.path = Path(path)
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def _lock(self, flags: int) -> bool:
         import fcntl
 
@@ -230,7 +238,6 @@ class FileLock:
             return os.open(self.path, os.O_RDONLY)
         except OSError:
             pass
-        import hashlib
         import tempfile
 
         where = Path(tempfile.gettempdir()) / f"w2sclip-locks-{os.getuid()}"

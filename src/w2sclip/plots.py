@@ -330,13 +330,9 @@ def _projection(runs: list, name: str, dom: str, path: Path, projection: str, no
     learned_names = method_order(set(arrays) - {"features", "labels", "text_prototypes"})
     learned = {m: arrays[m] for m in learned_names[:4]}
     classes = _classnames(run, len(arrays["text_prototypes"]))
-    try:
-        plot_projection(arrays["features"], arrays["labels"], arrays["text_prototypes"], learned, classes, path,
-                        method=projection, title=f"{PROJECTION_NAMES[projection]} of D_test image features, {dom}, "
-                                                 f"seed {run.seed}\n{name}")
-    except ImportError as e:
-        notes.append(f"{name}: projection plot skipped ({e}; `pip install scikit-learn`)")
-        return []
+    plot_projection(arrays["features"], arrays["labels"], arrays["text_prototypes"], learned, classes, path,
+                    method=projection, title=f"{PROJECTION_NAMES[projection]} of D_test image features, {dom}, "
+                                             f"seed {run.seed}\n{name}")
     shown = ", ".join(learned) or "none learned in this run"
     extra = f" ({', '.join(learned_names[4:])} not drawn)" if len(learned_names) > 4 else ""
     return image_markdown(f"projection, {name}", path) + [

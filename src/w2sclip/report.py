@@ -12,7 +12,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +59,12 @@ def write_results(records: list[dict], out: str | Path, meta: dict | None = None
     (out / "results.json").write_text(json.dumps({"meta": meta or {}, "records": records}, indent=1))
 
 
-def _fmt(values: list, pct: bool = True) -> str:
-    """``mean ± std``; when some values are undefined (PGR), ``(k/n defined)`` is appended."""
+def _fmt(values: list) -> str:
+    """``mean ± std`` in percent; when some values are missing, ``(k/n defined)`` is appended."""
     mean, std, k = mean_std(values)
-    if mean is None:  # PGR: undefined; other metrics: not measured
-        return "undef." if values and not pct else "–"
-    cell = f"{100 * mean:.1f} ± {100 * std:.1f}" if pct else f"{mean:.2f} ± {std:.2f}"
+    if mean is None:  # not measured
+        return "–"
+    cell = f"{100 * mean:.1f} ± {100 * std:.1f}"
     return cell if k == len(values) else f"{cell} ({k}/{len(values)} defined)"
 
 
@@ -84,7 +84,7 @@ def _table(recs: list[dict], metric: str, per_image: dict | None = None) -> str:
     domains, methods, cells = cell_values(recs, metric)
     lines = [f"| method | {' | '.join(domains)} | avg |", "|---" * (len(domains) + 2) + "|"]
     for m in methods:
-        row = [_fmt(cells[(m, d)], pct=metric != "pgr") for d in domains + ["avg"]]
+        row = [_fmt(cells[(m, d)]) for d in domains + ["avg"]]
         lines.append(f"| {m} | {' | '.join(row)} |")
     return "\n".join(lines)
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from w2sclip.data.folder import DEFAULT_DOMAIN
 from w2sclip.data.images import BadImageError, read_image
 from w2sclip.data.manifest import ImageDataset
 from w2sclip.data.prompts import GENERIC_TEMPLATES, prompt_name
@@ -43,7 +44,6 @@ from w2sclip.data.spec import SPLITS, DatasetSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DOMAIN = "default"
 TEST_SPLIT_NAMES = ("test", "validation", "valid", "val")
 HF_OPTIONS = {"image_column": "image", "label_column": "label", "domain_column": None,
               "classnames": None, "templates": None, "train_split": None, "test_split": None,
@@ -54,10 +54,6 @@ def decode_image(record: dict, key: str, draft: int | None = None):
     """``(image, jpeg)``: an ``Image(decode=False)`` cell (``{"bytes", "path"}``) as an RGB PIL image, by the rules
     of ``open_image`` (EXIF orientation, ``to_rgb``, ``draft`` for JPEGs); raises
     ``BadImageError`` with the reason."""
-    from PIL import Image, ImageOps
-
-    from w2sclip.data.images import to_rgb
-
     data, path = record.get("bytes") if record else None, record.get("path") if record else None
     if data is None:
         if not path:
@@ -65,19 +61,7 @@ def decode_image(record: dict, key: str, draft: int | None = None):
         return read_image(path, draft=draft)  # a dataset that stores file paths instead of bytes
     if len(data) == 0:
         raise BadImageError(key, "empty image (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if draft and img.format == "JPEG":
-                img.draft("RGB", (int(draft), int(draft)))
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)
-            return to_rgb(img, key), img.format == "JPEG"
-    except Image.UnidentifiedImageError:
-        raise BadImageError(key, "not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        if isinstance(e, BadImageError):
-            raise
-        raise BadImageError(key, f"unreadable or truncated ({type(e).__name__}: {e})") from None
+    return read_image(io.BytesIO(data), draft, key)
 
 
 @dataclass

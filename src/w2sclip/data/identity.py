@@ -21,22 +21,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from w2sclip.fileio import file_sha256
+
 log = logging.getLogger(__name__)
 
 ID_VERSION = 1
 HASH_THREADS = 8
 """Threads hashing files (hashlib releases the GIL; threads also overlap disk reads)."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes."""
-    with open(path, "rb") as f:
-        if hasattr(hashlib, "file_digest"):
-            return hashlib.file_digest(f, "sha256").hexdigest()
-        h = hashlib.sha256()
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-        return h.hexdigest()
 
 
 def _signature(st: os.stat_result) -> list[int]:

@@ -55,11 +55,13 @@ def open_image(path: str | Path, draft: int | None = None):
     return read_image(path, draft)[0]
 
 
-def read_image(path: str | Path, draft: int | None = None):
+def read_image(path, draft: int | None = None, name: str | None = None):
     """``(image, jpeg)``: ``open_image(path, draft)`` and whether the file is a JPEG (whose
-    decoded pixels depend on the decoder anyway, unlike lossless formats)."""
+    decoded pixels depend on the decoder anyway, unlike lossless formats). ``path`` may also be a
+    binary file object; errors then name ``name``."""
     from PIL import Image, ImageOps
 
+    name = path if name is None else name
     try:
         with Image.open(path) as img:
             jpeg = img.format == "JPEG"
@@ -67,16 +69,16 @@ def read_image(path: str | Path, draft: int | None = None):
                 img.draft("RGB", (int(draft), int(draft)))
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
-            return to_rgb(img, path), jpeg
+            return to_rgb(img, name), jpeg
     except FileNotFoundError:
-        raise BadImageError(path, "file not found") from None
+        raise BadImageError(name, "file not found") from None
     except Image.UnidentifiedImageError:
-        empty = Path(path).stat().st_size == 0
-        raise BadImageError(path, "empty file (0 bytes)" if empty else "not an image (unrecognised format)") from None
+        empty = not hasattr(path, "read") and Path(path).stat().st_size == 0
+        raise BadImageError(name, "empty file (0 bytes)" if empty else "not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         if isinstance(e, BadImageError):
             raise
-        raise BadImageError(path, f"unreadable or truncated ({type(e).__name__}: {e})") from None
+        raise BadImageError(name, f"unreadable or truncated ({type(e).__name__}: {e})") from None
 
 
 def to_rgb(img, path: str | Path = "<image>"):

@@ -16,8 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-
-DEFAULT_TEMPLATES = ("a photo of a {}.",)
+from w2sclip.data.prompts import GENERIC_TEMPLATES
 
 
 @dataclass
@@ -116,7 +115,7 @@ def load_manifest(root: str | Path, domain: str | None = None, split: str | None
     classnames = _read_lines(names_file)
     index = {c: i for i, c in enumerate(classnames)}
     templates = _read_lines(root / "templates.txt") if (root / "templates.txt").exists() \
-        else list(DEFAULT_TEMPLATES)
+        else list(GENERIC_TEMPLATES)
     samples, domains, splits = [], set(), set()
     with open(manifest, newline="") as f:
         reader = csv.DictReader(f)

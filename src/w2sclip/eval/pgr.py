@@ -34,7 +34,6 @@ class PGRCell:
     """Mean ceiling - mean weak accuracy."""
     gap_se: float | None
     """Bootstrap standard error of the gap (None with a single seed and no images)."""
-    n_seeds: int
     images: bool
     """Whether D_test images were resampled (per-image correctness was available)."""
 
@@ -91,7 +90,7 @@ def pgr_cells(domains: dict[str, np.ndarray] | None, accs: dict[str, np.ndarray]
         r = reps.get(d)
         gap_se = float(np.std(r[:, c] - r[:, w], ddof=1)) if r is not None else None
         if gap <= 0 or (gap_se is not None and gap < 2 * gap_se):
-            out[d] = PGRCell(None, None, None, gap, gap_se, k, images)
+            out[d] = PGRCell(None, None, None, gap, gap_se, images)
             continue
         value = float((m[s] - m[w]) / gap)
         lo = hi = None
@@ -100,5 +99,5 @@ def pgr_cells(domains: dict[str, np.ndarray] | None, accs: dict[str, np.ndarray]
             ok = g > 0
             ratios = (r[ok, s] - r[ok, w]) / g[ok]
             lo, hi = (float(q) for q in np.percentile(ratios, [2.5, 97.5]))
-        out[d] = PGRCell(value, lo, hi, gap, gap_se, k, images)
+        out[d] = PGRCell(value, lo, hi, gap, gap_se, images)
     return out

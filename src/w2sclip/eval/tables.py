@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from w2sclip.eval.metrics import pgr
-
 
 def method_order(methods: Iterable[str]) -> list[str]:
     """``weak``, then the registered methods in registry order, then the ceilings, then the rest."""
@@ -45,8 +43,7 @@ def cell_values(recs: list[dict], metric: str) -> tuple[list[str], list[str], di
     """Per-seed values of one group: ``(domains, methods, {(method, domain | "avg"): [value per seed]})``.
 
     The ``avg`` entry averages over domains within each seed first (seeds that cover every
-    domain); for ``pgr`` it is the PGR of that seed's domain-averaged accuracies (None when
-    that ceiling <= weak).
+    domain). PGR has its own cells (:func:`pgr_cells`).
     """
     domains = list(dict.fromkeys(r["domain"] for r in recs))
     methods = method_order({r["method"] for r in recs})
@@ -57,12 +54,8 @@ def cell_values(recs: list[dict], metric: str) -> tuple[list[str], list[str], di
     for (m, _seed), rs in per_seed.items():
         if len(rs) != len(domains):
             continue
-        if metric == "pgr":
-            mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("accuracy", "weak_accuracy", "ceiling_accuracy")}
-            cells[(m, "avg")].append(pgr(mean["accuracy"], mean["weak_accuracy"], mean["ceiling_accuracy"]))
-        else:
-            vals = [r.get(metric) for r in rs]
-            cells[(m, "avg")].append(None if None in vals else sum(vals) / len(vals))
+        vals = [r.get(metric) for r in rs]
+        cells[(m, "avg")].append(None if None in vals else sum(vals) / len(vals))
     return domains, methods, cells
 
 

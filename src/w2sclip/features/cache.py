@@ -30,8 +30,10 @@ def canonical(key: dict) -> dict:
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60]
+def folder_slug(text: str, n: int) -> str:
+    """``text`` as a folder-name part: runs of other characters than ``A-Za-z0-9_.-`` become ``-``,
+    at most ``n`` characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:n]
 
 
 class ArrayCache:
@@ -41,7 +43,7 @@ class ArrayCache:
         self.root = Path(root)
 
     def path(self, key: dict, slug: str = "") -> Path:
-        return self.root / f"{_slug(slug) + '-' if slug else ''}{digest(key)}"
+        return self.root / f"{folder_slug(slug, 60) + '-' if slug else ''}{digest(key)}"
 
     def load(self, key: dict, slug: str = "") -> np.ndarray | None:
         """The cached array for ``key``, or None when absent. A mismatch raises ValueError."""

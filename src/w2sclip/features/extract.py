@@ -20,25 +20,24 @@ import torch.nn.functional as F
 
 from w2sclip.features.keys import entry_slug, feature_key
 from w2sclip.data.decode import DECODE_CHOICES, ImageDecoder, resolve_decode
-from w2sclip.features.loading import BAD_FILES, ShardBatches, image_batches, image_source
+from w2sclip.data.images import check_policy
+from w2sclip.features.loading import ShardBatches, image_batches, image_source
 from w2sclip.features.store import DTYPES, FeatureSet, FeatureStore
+from w2sclip.models.strong.openclip import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": (None, None), "amp": (None, torch.float16), "amp_bf16": (None, torch.bfloat16),
-              "fp16": (torch.float16, torch.float16), "bf16": (torch.bfloat16, torch.bfloat16)}
-"""The model's precision -> (input dtype, CUDA autocast dtype), as ``load_strong`` defines them:
-``fp16``/``bf16`` hold low-precision weights, ``amp``/``amp_bf16`` fp32 weights under autocast.
-Autocast runs on CUDA only; on CPU every precision runs as stored (open_clip's convention)."""
-
 
 def precision_dtypes(precision: str, device: torch.device) -> tuple[torch.dtype | None, torch.dtype | None]:
-    """(input dtype or None for fp32, autocast dtype or None) of a model precision on ``device``."""
+    """(input dtype or None for fp32, autocast dtype or None) of a model precision on ``device``, as
+    ``load_strong`` defines them (``PRECISIONS``): ``fp16``/``bf16`` hold low-precision weights (inputs
+    of that dtype), ``amp``/``amp_bf16`` fp32 weights under autocast. Autocast runs on CUDA only; on
+    CPU every precision runs as stored (open_clip's convention)."""
     name = {"pure_fp16": "fp16", "pure_bf16": "bf16", "amp_fp16": "amp"}.get(precision, precision)
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    inp, amp = PRECISIONS[name]
-    return inp, (amp if device.type == "cuda" else None)
+    weights, amp = PRECISIONS[name]
+    return (None if weights == "fp32" else amp), (amp if device.type == "cuda" else None)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -197,8 +196,7 @@ def extract(strong, dataset, cache_root, *, batch_size: int = 256, num_workers: 
         raise ValueError(f"decode={decode!r}; valid: {', '.join(DECODE_CHOICES)}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}; valid: {', '.join(DTYPES)}")
-    if bad_files not in BAD_FILES:
-        raise ValueError(f"bad_files={bad_files!r}; valid: {', '.join(BAD_FILES)}")
+    check_policy(bad_files)
     rank, world, from_env = resolve_shard(shard)
     precision = getattr(strong, "precision", "fp32")
     precision_dtypes(precision, torch.device("cpu"))

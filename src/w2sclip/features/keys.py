@@ -12,20 +12,15 @@ FEATURE_LIBRARIES = ("torch", "torchvision", "open_clip_torch", "pillow", "w2scl
 """Libraries whose versions change extracted numbers (model, preprocessing, decoding)."""
 
 
-def data_identity(dataset, memo_dir=None) -> str:
-    """``dataset.content_id()``: what the images are (see ``w2sclip.data.identity``)."""
-    return dataset.content_id(memo_dir)
-
-
 def feature_key(strong, dataset, *, dtype: str, precision: str, decode: dict, memo_dir=None) -> dict:
-    """The feature-store key: dataset content (not its paths), split and size; model identity (architecture,
-    weights, preprocessing); the decode path (``ImageDecoder.identity()``: features of different
-    decode paths never mix); feature layer; normalisation; compute precision; storage dtype;
-    library versions. Features cover the whole split in sample order, so seeds (which pick
-    rows downstream) are not part of it."""
+    """The feature-store key: dataset content (``dataset.content_id()``, see ``w2sclip.data.identity``;
+    not its paths), split and size; model identity (architecture, weights, preprocessing); the
+    decode path (``ImageDecoder.identity()``: features of different decode paths never mix);
+    feature layer; normalisation; compute precision; storage dtype; library versions. Features
+    cover the whole split in sample order, so seeds (which pick rows downstream) are not part of it."""
     return {"kind": "image_features",
             "data": {"name": dataset.name, "domain": dataset.domain, "split": dataset.split,
-                     "n": len(dataset), "content": data_identity(dataset, memo_dir)},
+                     "n": len(dataset), "content": dataset.content_id(memo_dir)},
             "model": strong.identity(), "decode": dict(decode), "layer": FEATURE_LAYER, "normalization": NORMALIZATION,
             "precision": precision, "dtype": dtype, "versions": library_versions(FEATURE_LIBRARIES)}
 

@@ -9,11 +9,10 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
+from w2sclip.data.images import check_policy
 from w2sclip.fileio import FileLock
 
 log = logging.getLogger(__name__)
-
-BAD_FILES = ("skip", "error")
 
 
 class SafeImages(torch.utils.data.Dataset):
@@ -24,8 +23,7 @@ class SafeImages(torch.utils.data.Dataset):
     ``decoder.read_sample(dataset, i)`` (uint8, see there); without one it is ``dataset[i][0]``."""
 
     def __init__(self, dataset, shape: tuple[int, ...], bad_files: str = "skip", decoder=None) -> None:
-        if bad_files not in BAD_FILES:
-            raise ValueError(f"bad_files={bad_files!r}; valid: {', '.join(BAD_FILES)}")
+        check_policy(bad_files)
         self.dataset, self.shape, self.bad_files, self.decoder = dataset, tuple(shape), bad_files, decoder
 
     def __len__(self) -> int:

@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -29,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from w2sclip.features.cache import digest
+from w2sclip.features.cache import canonical, digest, folder_slug
 from w2sclip.fileio import (
     FileLock,
     NotWritableError,
     atomic_write,
     atomic_write_json,
     disk_full_hint,
+    file_sha256,
     folder_problem,
     read_only_cache_error,
     tmp_name,
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 DTYPES = ("float32", "float16")
 SPOT_BLOCKS, SPOT_BLOCK_BYTES = 64, 4096
-_CHUNK = 16 << 20
 
 
 @dataclass
@@ -74,11 +73,6 @@ class FeatureSet:
         return replace(self, bad_files=[(dataset.samples[i][0], r) for i, (_, r) in zip(self.bad_rows, self.bad_files)])
 
 
-def canonical(obj) -> object:
-    """``obj`` as it reads back from JSON (tuples -> lists, keys sorted, odd types -> str)."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
 def key_diff(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
     """Dotted names of the fields where two keys differ."""
     out = []
@@ -89,14 +83,6 @@ def key_diff(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{name}: stored {a!r} != requested {b!r}")
     return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def spot_digest(path: Path) -> str:
@@ -122,10 +108,6 @@ class _HashingWriter:
         return self.f.write(data)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:80]
-
-
 class FeatureStore:
     """One entry folder of the store (see the module docstring).
 
@@ -137,7 +119,7 @@ class FeatureStore:
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.key = canonical(key)
-        self.path = Path(root) / f"{_slug(slug) + '-' if slug else ''}{digest(self.key)}"
+        self.path = Path(root) / f"{folder_slug(slug, 80) + '-' if slug else ''}{digest(self.key)}"
         self.n, self.shard_size = int(n), int(shard_size)
         if self.n < 1:
             raise ValueError("cannot extract features of an empty dataset")

@@ -12,6 +12,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from w2sclip.fileio import file_sha256
+
 _TRUE = {"1", "on", "yes", "true", "y", "t"}
 
 
@@ -67,14 +69,8 @@ def offline_missing(what: str, file_desc: str, download_cmd: str, local_hint: st
 
 
 def sha256_file(path: str | os.PathLike, n_hex: int = 16) -> str:
-    """Hex digest prefix of a file's content, read in 8 MiB chunks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 23), b""):
-            h.update(chunk)
-    return h.hexdigest()[:n_hex]
+    """Hex digest prefix of a file's content."""
+    return file_sha256(path)[:n_hex]
 
 
 @contextmanager

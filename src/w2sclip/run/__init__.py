@@ -62,10 +62,6 @@ class RunResult:
     strong_identity: dict
     bad_files: list[tuple[str, str]]
 
-    @property
-    def records(self) -> list[dict]:
-        return self.fit.records
-
 
 def prepare(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None = None) -> Prepared:
     """Data, weak predictions, strong model and image features of a run, through the caches."""

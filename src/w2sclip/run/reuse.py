@@ -30,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from w2sclip.data.identity import file_sha256
 from w2sclip.features.cache import canonical, digest
-from w2sclip.fileio import FileLock, atomic_write_json, fsync_dir, tmp_name
+from w2sclip.fileio import FileLock, atomic_write_json, file_sha256, fsync_dir, tmp_name
 from w2sclip.versions import library_versions
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from w2sclip.data.builtin import (CLASSNAMES, TEMPLATES, caption_profile, corpus_caption,
                                   corpus_definition, render_corpus)
 from w2sclip.data.builtin_render import DOMAINS, WORLD, check_world
-from w2sclip.data.identity import file_sha256
+from w2sclip.fileio import file_sha256
 
 log = logging.getLogger(__name__)
 

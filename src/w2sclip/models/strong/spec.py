@@ -20,7 +20,6 @@ from pathlib import Path
 
 from w2sclip.models.strong.builtin import BUILTIN_CHECKPOINTS, register_builtin_archs
 
-KINDS = ("builtin", "tag", "file", "folder", "hub", "random")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz")
 GRAMMAR = ("a built-in name (full, limited), ARCH:TAG (e.g. ViT-B-32:openai, RN50:cc12m), "
            "ARCH:/path/to/weights.(pt|bin|safetensors), ARCH:/path/to/folder (open_clip_config.json + "
@@ -29,8 +28,9 @@ GRAMMAR = ("a built-in name (full, limited), ARCH:TAG (e.g. ViT-B-32:openai, RN5
 
 @dataclass(frozen=True)
 class StrongSpec:
-    """A parsed strong-model spec: ``kind`` in KINDS, the open_clip ``arch`` and the weights ``source``
-    (built-in name, pretrained tag, local path or hub id; empty for random weights)."""
+    """A parsed strong-model spec: ``kind`` (builtin, tag, file, folder, hub or random), the open_clip
+    ``arch`` and the weights ``source`` (built-in name, pretrained tag, local path or hub id; empty for
+    random weights)."""
 
     name: str
     kind: str

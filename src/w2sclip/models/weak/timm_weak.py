@@ -83,12 +83,11 @@ def _predict(model: torch.nn.Module, images: np.ndarray, input_size: int,
                       for i in range(0, len(images), batch_size)]).numpy()
 
 
-def _decode(dataset, size: int, skip_bad: bool = False):
-    """All images of ``dataset`` as uint8 (N, size, size, 3) (bicubic resize).
+def _decode(dataset, size: int):
+    """``(images, ok)``: all images of ``dataset`` as uint8 (N, size, size, 3) (bicubic resize),
+    unreadable ones black, and ``ok`` (N,) marking the readable ones.
 
     Images are read by ``dataset.load_image(i, draft=size)`` (JPEGs decoded at reduced size).
-    With ``skip_bad``, unreadable images become black and ``(images, ok)`` is returned, ``ok``
-    (N,) marking the readable ones; otherwise the first unreadable image raises.
     """
     from PIL import Image
 
@@ -97,8 +96,6 @@ def _decode(dataset, size: int, skip_bad: bool = False):
         try:
             img = dataset.load_image(i, draft=size) if hasattr(dataset, "load_image") else dataset[i][0]
         except Exception:  # noqa: BLE001 - any decode failure of a user file
-            if not skip_bad:
-                raise
             ok[i] = False
             out.append(np.zeros((size, size, 3), np.uint8))
             continue
@@ -106,8 +103,6 @@ def _decode(dataset, size: int, skip_bad: bool = False):
             img = img.resize((size, size), Image.BICUBIC)
         out.append(np.asarray(img, dtype=np.uint8))
     images = np.stack(out)
-    if not skip_bad:
-        return images
     if not ok.all():
         log.warning("weak model: %d unreadable image(s) skipped (first: %s)", int((~ok).sum()),
                     dataset.samples[int(np.flatnonzero(~ok)[0])][0])
@@ -158,7 +153,7 @@ class LowResWeak(WeakSupervisor):
         labels = np.asarray(train.labels)
         idx = subsample_per_class(labels, self.labels_per_class, seed)
         subset = replace(train, samples=[train.samples[i] for i in idx])
-        images, ok = _decode(subset, self.decode_size, skip_bad=True)
+        images, ok = _decode(subset, self.decode_size)
         if not ok.any():
             raise ValueError(f"weak model 'lowres:{self.name}': none of the {len(idx)} training images "
                              f"could be read; check the dataset with `w2sclip data check`")
@@ -167,7 +162,7 @@ class LowResWeak(WeakSupervisor):
 
     def predict_logits(self, dataset) -> np.ndarray:
         self._check_fitted()
-        images, ok = _decode(dataset, self.decode_size, skip_bad=True)
+        images, ok = _decode(dataset, self.decode_size)
         logits = _predict(self.model_, images, self.input_size)
         logits[~ok] = 0.0  # unreadable: uniform (those rows are dropped with the image features)
         return logits
