@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w2sclip.data.builtin_render import COLOURS, DOMAINS, STYLE_WORDS, WORLD, WORLDS, check_world, render
+from w2sclip.data.builtin_render import COLOURS, DOMAINS, STYLE_WORDS, WORLD, check_world, render
 from w2sclip.data.builtin_shapes import SHAPES
 from w2sclip.fileio import FileLock, atomic_write_json
 
