@@ -237,3 +237,9 @@ def test_cli_extract_parts_then_merge(tmp_path):
     assert res.exit_code == 0 and "features 40x128 float32 in" in res.output, res.output
     res = CliRunner().invoke(app, [*base, "--shard", "2/2"])
     assert isinstance(res.exception, ValueError) and "0 <= i < N" in str(res.exception)
+    turbo = CliRunner().invoke(app, base)  # the merged entry (auto = turbo on the CPU)
+    pil = CliRunner().invoke(app, [*base, "--decode", "pil"])  # another decode path: its own entry
+    assert turbo.exit_code == pil.exit_code == 0, pil.output
+    assert turbo.output.split(" in ")[1] != pil.output.split(" in ")[1]
+    res = CliRunner().invoke(app, [*base, "--decode", "fast"])
+    assert res.exit_code != 0 and "valid: auto, pil, pil-draft, turbo, nvjpeg" in (res.output + str(res.exception))

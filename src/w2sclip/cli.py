@@ -382,6 +382,10 @@ def extract_cmd(
     bad_files: str = typer.Option("skip", help="skip (record unreadable images) or error."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache root (default $W2SCLIP_CACHE or "
                                                         "~/.cache/w2sclip); features go to <cache>/features."),
+    decode: str = typer.Option("auto", help="Decode path, part of the cache key: auto (nvjpeg on CUDA, "
+                                            "turbo on CPU), pil, pil-draft, turbo, nvjpeg. Runs decode "
+                                            "with auto on their device: pass turbo on a GPU to extract "
+                                            "for CPU runs (docs/decoding.md)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Encode a dataset's images once into the sharded, resumable feature cache (docs/cache.md)."""
@@ -396,7 +400,7 @@ def extract_cmd(
     model = load_strong(strong, device=device or default_device(), precision=precision)
     fs = extract(model, ds, default_cache_dir(cache_dir) / "features", batch_size=batch_size,
                  num_workers=workers, shard_size=shard_size, shard=part, bad_files=bad_files,
-                 dtype="float16" if fp16 else "float32", progress=not quiet)
+                 dtype="float16" if fp16 else "float32", progress=not quiet, decode=decode)
     if fs is None:
         typer.echo(f"part {shard} done; other parts still missing (the last part to finish merges)")
     else:

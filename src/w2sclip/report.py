@@ -94,8 +94,8 @@ def summary_table(records: list[dict], strong: str, metric: str = "accuracy",
                   protocol: str | None = None) -> str:
     """Markdown: rows = methods, columns = domains + average, mean ± std over seeds.
 
-    The average column averages over domains within each seed first; for ``pgr`` it is the PGR
-    of the domain-averaged accuracies of that seed (undefined if that ceiling <= weak).
+    The average column averages over domains within each seed first; ``pgr`` gives the PGR table
+    of the report (each student against its own head's ceiling, with bootstrap intervals).
     """
     want = {"strong": strong, "weak": weak, "dataset": dataset, "protocol": protocol}
     recs = [r for r in records if all(v is None or r.get(k) == v for k, v in want.items())]

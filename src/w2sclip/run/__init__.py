@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from w2sclip.config import RunConfig
+from w2sclip.fileio import default_cache_dir
 from w2sclip.run.fit import FitInputs, FitResult, fit_and_evaluate
 from w2sclip.run.folder import RunFolder, RunLog
 from w2sclip.run.task import Task, load_task
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 
 def cache_dir_of(cfg: RunConfig) -> Path:
     """``cfg.cache_dir`` or the default cache (``$W2SCLIP_CACHE``, ``~/.cache/w2sclip``)."""
-    from w2sclip.fileio import default_cache_dir
-
     return default_cache_dir(cfg.cache_dir)
 
 
@@ -67,7 +66,7 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None =
     """Data, weak predictions, strong model and image features of a run, through the caches."""
     from w2sclip.run import steps
 
-    cache = Path(cache_dir) if cache_dir else cache_dir_of(cfg)
+    cache = default_cache_dir(cache_dir) if cache_dir else cache_dir_of(cfg)
     stage = rlog.stage if rlog is not None else (lambda name: nullcontext())
     with stage("data"):
         task = load_task(cfg, cache)
