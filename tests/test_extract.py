@@ -243,3 +243,31 @@ def test_cli_extract_parts_then_merge(tmp_path):
     assert turbo.output.split(" in ")[1] != pil.output.split(" in ")[1]
     res = CliRunner().invoke(app, [*base, "--decode", "fast"])
     assert res.exit_code != 0 and "valid: auto, pil, pil-draft, turbo, nvjpeg" in (res.output + str(res.exception))
+
+
+def test_a_part_waiting_on_another_decode_path_says_so(tmp_path, strong, monkeypatch, caplog):
+    """Parts that resolve different decode paths write separate entries that never merge: the
+    waiting part names the other entry and the fix instead of waiting in silence."""
+    from w2sclip.features import extract as ex
+
+    root = make_toy(tmp_path / "data")
+    assert run(strong, root, tmp_path / "cache", shard=(0, 2), decode="pil", wait=False) is None
+
+    class Stop(Exception):
+        pass
+
+    real = ex._log_waiting
+
+    def once(store, waited):
+        real(store, waited)
+        raise Stop
+
+    monkeypatch.setattr(ex, "WAIT_HINT_S", 0.5)
+    monkeypatch.setattr(ex, "_log_waiting", once)
+    with caplog.at_level("WARNING", logger="w2sclip.features.extract"), pytest.raises(Stop):
+        run(strong, root, tmp_path / "cache", shard=(1, 2), decode="turbo", wait=True)
+    text = caplog.text
+    pil_entry = next(p.name for p in (tmp_path / "cache").iterdir()
+                     if json.loads((p / "meta.json").read_text())["key"]["decode"]["path"] == "pil")
+    assert "waited" in text and "decode path 'turbo'" in text and pil_entry in text
+    assert "pass the same decode= (w2sclip extract --decode) to every part" in text

@@ -7,6 +7,7 @@ atomically, and merges them once all exist.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,7 +23,7 @@ from w2sclip.features.keys import entry_slug, feature_key
 from w2sclip.data.decode import DECODE_CHOICES, ImageDecoder, resolve_decode
 from w2sclip.data.images import check_policy
 from w2sclip.features.loading import ShardBatches, image_batches, image_source
-from w2sclip.features.store import DTYPES, FeatureSet, FeatureStore
+from w2sclip.features.store import DTYPES, FeatureSet, FeatureStore, key_diff
 from w2sclip.models.strong.openclip import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -209,13 +210,43 @@ def extract(strong, dataset, cache_root, *, batch_size: int = 256, num_workers: 
         mine = [j for j in range(store.n_shards) if j % world == rank]
         _extract_shards(strong, dataset, store, mine, decoder, batch_size=batch_size, num_workers=num_workers,
                         bad_files=bad_files, device=device, progress=progress)
+    waited = 0.0
     while not store.merge(keep_shards=keep_shards):
         if not (from_env if wait is None else wait):
             log.info("%s: shards of part %d/%d done; %d shard(s) of other parts missing; the last "
                      "part to finish merges", store.path, rank, world, len(store.missing()))
             return None
         time.sleep(0.5)
+        waited += 0.5
+        if waited % WAIT_HINT_S == 0:
+            _log_waiting(store, waited)
     return store.load().named_for(dataset)
+
+
+WAIT_HINT_S = 60.0
+"""Seconds between the messages of a part waiting for the other parts' shards."""
+
+
+def _log_waiting(store: FeatureStore, waited: float) -> None:
+    """Say what a part waits for, and name entries of the same features decoded another way:
+    parts that resolve different decode paths (CPU and GPU parts, a failed nvJPEG probe) write
+    separate entries that never merge."""
+    others = []
+    for meta_file in store.path.parent.glob(f"{store.path.name.rsplit('-', 1)[0]}-*/meta.json"):
+        if (meta_file.parent / "complete").exists():
+            continue  # finished earlier, not a part of this job
+        try:
+            key = json.loads(meta_file.read_text())["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        diff = key_diff(key, store.key)
+        if diff and all(d.startswith("decode.") for d in diff):
+            others.append(f"{meta_file.parent.name} (decode path {key['decode'].get('path')!r})")
+    log.warning("%s: waited %.0f s for %d shard(s) of other parts (decode path %r)%s", store.path,
+                waited, len(store.missing()), store.key["decode"].get("path"),
+                f"; unfinished entries of the same features decoded another way: {', '.join(others)}; "
+                f"parts that resolve different decode paths never merge: pass the same decode= "
+                f"(w2sclip extract --decode) to every part" if others else "")
 
 
 def identity_memo(cache_root) -> str:
