@@ -66,7 +66,7 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None =
     """Data, weak predictions, strong model and image features of a run, through the caches."""
     from w2sclip.run import steps
 
-    cache = default_cache_dir(cache_dir) if cache_dir else cache_dir_of(cfg)
+    cache = default_cache_dir(cache_dir or cfg.cache_dir)
     stage = rlog.stage if rlog is not None else (lambda name: nullcontext())
     with stage("data"):
         task = load_task(cfg, cache)
