@@ -12,7 +12,6 @@ folder of each path. Classes without images in a split are allowed (``t-shirt`` 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,8 +25,6 @@ from w2sclip.data.split_files import (
     missing_files,
     read_split_file,
 )
-
-log = logging.getLogger(__name__)
 
 BASE_URL = "http://csr.bu.edu/ftp/visda/2019/multi-source/"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -11,8 +10,6 @@ import torch
 
 from w2sclip.data.images import check_policy
 from w2sclip.fileio import FileLock
-
-log = logging.getLogger(__name__)
 
 
 class SafeImages(torch.utils.data.Dataset):

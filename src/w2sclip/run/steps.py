@@ -8,7 +8,6 @@ content identity of the data (``w2sclip.data.identity``), never its path, so eve
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -18,8 +17,6 @@ import numpy as np
 from w2sclip.config import RunConfig
 from w2sclip.features.cache import ArrayCache
 from w2sclip.run.task import Task
-
-log = logging.getLogger(__name__)
 
 
 def weak_key(cfg: RunConfig, task: Task, weak, cache_dir: Path) -> dict:

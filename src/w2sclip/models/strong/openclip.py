@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-log = logging.getLogger(__name__)
 
 
 TEMPLATE_SETS = ("dataset", "simple", "openai_imagenet", "simple_imagenet")
