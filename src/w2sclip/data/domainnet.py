@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from w2sclip.data.domainnet_classes import DOMAINNET_CLASSES
+from w2sclip.data.folder import folder_split_samples
 from w2sclip.data.manifest import ImageDataset
 from w2sclip.data.prompts import style_templates
 from w2sclip.data.spec import DatasetSpec, make_dataset
@@ -54,11 +55,9 @@ class DomainNet(DatasetSpec):
     def load_domain(self, root: Path, domain: str, split: str, opts: dict,
                     errors: list | None) -> ImageDataset:
         templates = style_templates(STYLES[domain])
-        if opts["splits"] == "seeded":
-            from w2sclip.data.folder import seeded_split_samples
-
-            samples = seeded_split_samples(root, domain, {c: i for i, c in enumerate(self.classnames)},
-                                           split, opts)
+        index = {c: i for i, c in enumerate(self.classnames)}
+        if opts["splits"] == "seeded":  # the seeded split of the image folders
+            samples = folder_split_samples(root / domain, root, index.get, split, opts)
             return make_dataset(self.name, self.classnames, templates, samples, domain, split, root)
         path = self.split_file(root, domain, split)
         if path is None:
@@ -69,7 +68,6 @@ class DomainNet(DatasetSpec):
                 f"with `w2sclip data download domainnet --root {root} --domains {domain}` or from "
                 f"{BASE_URL}domainnet/txt/{domain}_{split}.txt, or pass splits='seeded' for a "
                 f"seeded split of the image folders (not the paper's protocol)")
-        index = {c: i for i, c in enumerate(self.classnames)}
         samples = read_split_file(path, root, domain, index, errors=errors)
         if opts["verify_files"]:
             missing = missing_files(samples)

@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from w2sclip.data.domainnet import BASE_URL as DOMAINNET_URL
+
 log = logging.getLogger(__name__)
 
-DOMAINNET_URL = "http://csr.bu.edu/ftp/visda/2019/multi-source/"
 DOMAINNET_ARCHIVES = {"clipart": "groundtruth/clipart.zip", "infograph": "infograph.zip",
                       "painting": "groundtruth/painting.zip", "quickdraw": "quickdraw.zip",
                       "real": "real.zip", "sketch": "sketch.zip"}

@@ -102,12 +102,6 @@ def folder_split_samples(domain_dir: Path, root: Path, label_of, split: str, opt
     return [samples[i] for i in (train if split == "train" else test)]
 
 
-def seeded_split_samples(root: Path, domain: str, class_index: dict[str, int], split: str,
-                         opts: dict) -> list[tuple[str, int]]:
-    """The seeded split of ``root/<domain>/<class>/`` (used for ``splits='seeded'``)."""
-    return folder_split_samples(root / domain, root, class_index.get, split, {**opts, "splits": "seeded"})
-
-
 class FolderDataset(DatasetSpec):
     """Any ``ROOT/[<domain>/][<split>/]<class>/<image>`` tree (see the module docstring)."""
 
