@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import errno
+import json
 import logging
 import os
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -167,8 +171,6 @@ def selection_study_cmd(
 ) -> None:
     """Compare model-selection rules (weak-label loss, agreement, entropy, the pipeline's own rule)
     with an oracle picked on half of D_test, on the runs of any preset (docs/protocol.md)."""
-    import csv
-
     from w2sclip.config import load_sweep
     from w2sclip.run import prepare
     from w2sclip.selection import selection_study, selection_table
@@ -194,8 +196,6 @@ def selection_study_cmd(
 def _setup_logging(quiet: bool, log_json: Optional[Path] = None, offline: bool = False) -> None:
     """Human-readable warnings on stderr; with ``--log-json FILE`` (checked first) every INFO record
     as a JSON line; ``offline`` sets HF_HUB_OFFLINE=1 for every loader."""
-    import json as _json
-
     if log_json is not None:
         _writable_file(log_json, "--log-json")
     if offline:
@@ -206,7 +206,7 @@ def _setup_logging(quiet: bool, log_json: Optional[Path] = None, offline: bool =
     if log_json is not None:
         class _Json(logging.Formatter):
             def format(self, r: logging.LogRecord) -> str:
-                return _json.dumps({"t": round(r.created, 3), "level": r.levelname, "logger": r.name,
+                return json.dumps({"t": round(r.created, 3), "level": r.levelname, "logger": r.name,
                                     "msg": r.getMessage()})
 
         handler = logging.FileHandler(log_json)
@@ -315,9 +315,6 @@ def predict_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ) -> None:
     """Classify images with an exported classifier; the text encoder is never loaded."""
-    import csv
-    import sys
-
     from w2sclip.export import TextFreeClassifier, image_files, predict_files
 
     _setup_logging(True, offline=True)
@@ -326,16 +323,12 @@ def predict_cmd(
     files = image_files(images)
     clf = TextFreeClassifier.load(classifier, device=device)
     rows, bad = predict_files(clf, files, top_k=top_k)
-    f = open(out, "w", newline="") if out else sys.stdout
-    try:
+    with open(out, "w", newline="") if out else nullcontext(sys.stdout) as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "class", "prob", "top_k"])
         for r in rows:
             w.writerow([r["path"], r["label"], r["class"], f"{r['prob']:.4f}",
                         ";".join(f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"])])
-    finally:
-        if out:
-            f.close()
     for path, reason in bad:
         typer.echo(f"skipped unreadable image {path}: {reason}", err=True)
     if out:

@@ -12,10 +12,14 @@ import difflib
 import hashlib
 import itertools
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from w2sclip.fileio import default_cache_dir, folder_problem
 
 EXECUTION_FIELDS = ("device", "num_workers", "batch_size", "progress", "cache_dir", "shard_size", "reuse_runs")
 WEAK_EXECUTION_OPTIONS = ("device", "num_workers", "offline", "cache_dir")
@@ -85,8 +89,7 @@ class RunConfig(BaseModel):
     @field_validator("method_params")
     @classmethod
     def _known_method_params(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from w2sclip.methods import METHODS
-        from w2sclip.methods import check_params
+        from w2sclip.methods import METHODS, check_params
 
         for name, params in v.items():
             valid = METHODS[name].defaults if name in METHODS else None
@@ -208,8 +211,6 @@ _FIXES = {"seed": "; a seed is an integer with 0 <= seed < 2**32 (4294967296)"}
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["seed=1", "methods=[cpl,kd_lp]", "grid.seed=[0,1]"]`` -> nested dict (values parsed as YAML)."""
-    import yaml
-
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
@@ -239,8 +240,6 @@ def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> Sweep
     An override ``key=value`` sets ``base.key`` (and removes ``key`` from the grid, so a single
     value can be forced); ``grid.key=[...]`` replaces a grid axis.
     """
-    import yaml
-
     path = resolve_preset(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -290,8 +289,6 @@ def check_runs(runs: list[RunConfig]) -> None:
     from w2sclip.data import get_spec
     from w2sclip.models.strong.spec import parse_spec
 
-    from w2sclip.fileio import default_cache_dir, folder_problem
-
     caches, strongs, datasets = set(), set(), set()
     for cfg in runs:
         check_weak_options(cfg)
@@ -340,15 +337,11 @@ def _explain_unknown(keys: list[str]) -> str:
 
 def preset_dir() -> Path:
     """The packaged presets folder (``w2sclip/presets``; a checkout's ``configs/`` links to it)."""
-    from importlib.resources import files
-
-    return Path(str(files("w2sclip") / "presets"))
+    return Path(str(resources.files("w2sclip") / "presets"))
 
 
 def list_presets() -> dict[str, str]:
     """Packaged preset names (file stems, sorted) -> their one-line ``description``."""
-    import yaml
-
     out = {}
     for path in sorted(preset_dir().glob("*.yaml")):
         raw = yaml.safe_load(path.read_text()) or {}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
+from PIL import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 FORMAT_VERSION = 1
@@ -90,7 +91,6 @@ class TextFreeClassifier:
     def features(self, images: Iterable, batch_size: int = 64) -> np.ndarray:
         """Normalised image features (N, D) of PIL images or paths."""
         import torch
-        from PIL import Image
 
         out, batch = [], []
         for img in images:
@@ -216,8 +216,6 @@ def image_files(inputs: Iterable[str | Path]) -> list[Path]:
 def predict_files(clf: TextFreeClassifier, files: list[Path], top_k: int = 1,
                   batch_size: int = 64) -> tuple[list[dict], list[tuple[str, str]]]:
     """Top-k predictions per readable file, and the (path, reason) of files that could not be read."""
-    from PIL import Image
-
     good, bad = [], []
     for f in files:
         try:

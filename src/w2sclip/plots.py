@@ -14,6 +14,7 @@ import numpy as np
 
 from w2sclip.eval.metrics import mean_std
 from w2sclip.eval.pgr import PGRCell
+from w2sclip.eval.tables import cell_values, group_title, method_order, pgr_cells
 
 DPI = 110
 PROJECTIONS = ("pca", "tsne")
@@ -40,7 +41,6 @@ def method_colors(methods: list[str]) -> dict[str, str]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    from w2sclip.eval.tables import method_order
     from w2sclip.methods import METHODS
 
     tab10 = [to_hex(c) for i, c in enumerate(colormaps["tab10"].colors) if i != 7]  # 7 is grey
@@ -297,8 +297,6 @@ def group_figures(key: tuple, recs: list[dict], runs: list, plots_dir: Path, pre
                   per_image: dict | None = None) -> tuple[list[str], list[str]]:
     """The figures of one (dataset, strong, weak, protocol) group: markdown lines and notes on
     the figures that were skipped (missing predictions.npz / projection.npz)."""
-    from w2sclip.eval.tables import cell_values, group_title, pgr_cells
-
     name = group_title(key)
     lines, notes = ["### Figures", ""], []
     domains, methods, cells = cell_values(recs, "accuracy")
@@ -320,8 +318,6 @@ def group_figures(key: tuple, recs: list[dict], runs: list, plots_dir: Path, pre
 
 
 def _projection(runs: list, name: str, dom: str, path: Path, projection: str, notes: list) -> list[str]:
-    from w2sclip.eval.tables import method_order
-
     found = next(((r, a) for r in runs if (a := r.folder.npz("projection.npz")) is not None), None)
     if found is None:
         notes.append(f"{name}: no projection.npz in the runs of domain {dom}; projection plot skipped")
@@ -343,8 +339,6 @@ def _projection(runs: list, name: str, dom: str, path: Path, projection: str, no
 
 
 def _confusion(runs: list, name: str, dom: str, path: Path, method: str | None, notes: list) -> list[str]:
-    from w2sclip.eval.tables import method_order
-
     preds = [(r, p) for r in runs if (p := r.folder.npz("predictions.npz")) is not None]
     if not preds:
         notes.append(f"{name}: no predictions.npz in the runs of domain {dom}; confusion matrix skipped")
@@ -372,8 +366,6 @@ def strong_figures(groups: dict[tuple, list[dict]], plots_dir: Path) -> list[str
     """Per (dataset, weak, protocol): each method's domain-averaged accuracy for every strong model."""
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
-
-    from w2sclip.eval.tables import cell_values, method_order
 
     by = {}
     for (dataset, strong, weak, protocol), recs in groups.items():

@@ -7,9 +7,13 @@ sweep wrote (``config.json``, ``records.jsonl``, ``done``; see docs/report.md) a
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import json
 import logging
+import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from w2sclip import plots
 from w2sclip.eval.metrics import mean_std
 from w2sclip.eval.regime import builtin_targets, flag_notes, regime_table, targets_table
 from w2sclip.run.folder import RunFolder
@@ -166,8 +171,6 @@ def ladder_section(records: list[dict], plots_dir: Path | None = None,
                 rows.append("| " + " | ".join([rung.strong, _samples(rung.samples), d, *cells]) + " |")
         parts += rows + [""]
         if plots_dir is not None:
-            from w2sclip import plots
-
             path = plots.ladder_figure(lad, plots_dir / f"ladder_{i:02d}.png")
             parts += plots.image_markdown(f"pretraining ladder, {where}", path)
     return parts
@@ -276,8 +279,6 @@ def load_runs(runs_dir: str | Path, only: Iterable[str] | None = None) -> tuple[
 def check_records(records: list[dict], where: str | Path) -> None:
     """Types and ranges of the fields the report reads; a bad value is a ValueError naming the
     file, the record and the field (a records file altered by hand or written by another tool)."""
-    import math
-
     def number(v) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -308,10 +309,6 @@ img{max-width:100%;height:auto;margin:.5em 0}code{background:#f3f3f3;padding:0 .
 
 def to_html(markdown: str, base: str | Path, title: str) -> str:
     """A self-contained HTML page of ``markdown``: PNGs under ``base`` are embedded as base64."""
-    import base64
-    import html
-    import re
-
     from markdown_it import MarkdownIt
 
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
@@ -351,8 +348,6 @@ def build_report(runs_dir: str | Path, out: str | Path, *, confusion_domain: str
     (default ``cpl``, else the first student present); ``projection`` is ``pca`` or ``tsne``.
     Unfinished runs are listed and left out. Returns the path of ``report.md``.
     """
-    from w2sclip import plots
-
     records, runs = load_runs(runs_dir, only)
     pending = [r for r in runs if not r.complete]
     if not records:

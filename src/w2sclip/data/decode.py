@@ -30,10 +30,13 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from w2sclip.data.images import FAITHFUL_VERSION, BadImageError, read_image
 
@@ -80,7 +83,6 @@ def resolve_decode(decode: str, device: str | torch.device | None) -> str:
 @functools.lru_cache(maxsize=None)
 def nvjpeg_available(device: str) -> bool:
     """Whether torchvision decodes JPEGs on ``device`` (tries a tiny in-memory JPEG once)."""
-    from PIL import Image
     from torchvision.io import ImageReadMode, decode_jpeg
 
     buf = io.BytesIO()
@@ -105,8 +107,6 @@ class ImageDecoder:
     """
 
     def __init__(self, preprocess, method: str = "turbo") -> None:
-        from PIL import Image
-
         if method not in DECODE_PATHS:
             raise ValueError(f"decode path {method!r}; valid: {', '.join(DECODE_PATHS)}")
         self.preprocess, self.method = preprocess, method
@@ -242,7 +242,6 @@ def fused_resize_crop(steps) -> Callable | None:
     """For PIL steps ``Resize(S)`` (shorter side) + ``CenterCrop(S)``: one function that resizes
     only the crop's source region to (S, S), with the same pixel mapping and filter scale (equal
     to the two steps up to 1/255 on a few pixels when shrinking); None for any other steps."""
-    from PIL import Image
     from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
     ts = [t for t in getattr(steps, "transforms", []) if type(t).__name__ != "MaybeConvertMode"]
@@ -270,7 +269,6 @@ def turbo_decode(data: bytes, min_side: int):
     complete YCbCr or grey JPEG without an EXIF block (CMYK, EXIF orientation, truncated or
     corrupt data), which ``read_image`` then decodes or reports. At scale 1 the pixels equal PIL's."""
     import simplejpeg
-    from PIL import Image
 
     if data[:2] != b"\xff\xd8" or b"Exif\0\0" in data[:_EXIF_SCAN]:
         return None
@@ -308,10 +306,6 @@ def spng_decode(data: bytes):
     CRCs. A damaged file is therefore still a bad file, except for one damage PIL may catch and
     libspng does not: a wrong zlib checksum (adler32) in chunks whose CRCs are right, which only a
     writer bug produces. The pixels equal PIL's conversion to RGB."""
-    import zlib
-
-    from PIL import Image
-
     if data[:8] != PNG_SIGNATURE or _pyspng_version() is None:
         return None
     try:
@@ -354,8 +348,6 @@ def gpu_decodable(data: bytes) -> bool:
     EXIF rotation: what the GPU path takes; anything else is decoded on the CPU."""
     if not (data[:2] == b"\xff\xd8" and data.rstrip(b"\0\r\n ")[-2:] == b"\xff\xd9"):
         return False
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.format == "JPEG" and im.mode in ("RGB", "L") and im.getexif().get(0x0112, 1) == 1
@@ -365,8 +357,6 @@ def gpu_decodable(data: bytes) -> bool:
 
 def _hwc_to_chw(img) -> torch.Tensor:
     """uint8 (3, H, W) of an RGB PIL image (no copy beyond the one from PIL)."""
-    import numpy as np
-
     if isinstance(img, torch.Tensor):
         return img
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)

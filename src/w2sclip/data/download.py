@@ -13,8 +13,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import zipfile
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import Request, urlopen
 
 from w2sclip.data.domainnet import BASE_URL as DOMAINNET_URL
 
@@ -81,8 +85,6 @@ def _hint(url: str, dest: Path) -> str:
 
 
 def _open(url: str, start: int, timeout: float):
-    from urllib.request import Request, urlopen
-
     headers = {"User-Agent": "w2sclip-download"}
     if start:
         headers["Range"] = f"bytes={start}-"
@@ -91,8 +93,6 @@ def _open(url: str, start: int, timeout: float):
 
 def _stream(url: str, part: Path, timeout: float, progress: bool) -> int | None:
     """Append the rest of ``url`` to ``part``; returns the full length when the server says it."""
-    from urllib.error import HTTPError
-
     start = part.stat().st_size if part.exists() else 0
     try:
         resp = _open(url, start, timeout)
@@ -153,9 +153,6 @@ def fetch(url: str, dest: str | Path, *, sha512_prefix: str | None = None, verif
     An existing ``dest`` with its ``.sha512`` record is kept; one without it (placed by hand)
     is verified first. Raises ``DownloadError`` with the URL and what to do.
     """
-    from http.client import HTTPException
-    from urllib.error import HTTPError, URLError
-
     dest = Path(dest)
     record = dest.with_name(dest.name + ".sha512")
     if dest.exists():
@@ -191,8 +188,6 @@ def fetch(url: str, dest: str | Path, *, sha512_prefix: str | None = None, verif
 
 def unpack(archive: Path, into: Path) -> None:
     """Unzip ``archive`` into ``into`` once (``<archive>.unpacked`` marks a finished unpack)."""
-    import zipfile
-
     marker = archive.with_name(archive.name + ".unpacked")
     if marker.exists():
         return
