@@ -21,7 +21,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -143,9 +143,8 @@ def fsync_dir(folder: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -208,14 +207,14 @@ class FileLock:
         self.path = Path(path)
         self._fd: int | None = None
 
-    def _lock(self, flags: int) -> bool:
+    def _lock(self, block: bool) -> bool:
         import fcntl
 
         if self._fd is not None:
             return True
         fd = self._open()
         try:
-            fcntl.flock(fd, flags)
+            fcntl.flock(fd, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
@@ -234,10 +233,8 @@ class FileLock:
         except OSError as e:
             if e.errno not in NOT_WRITABLE:
                 raise
-        try:
+        with suppress(OSError):
             return os.open(self.path, os.O_RDONLY)
-        except OSError:
-            pass
         import tempfile
 
         where = Path(tempfile.gettempdir()) / f"w2sclip-locks-{os.getuid()}"
@@ -247,15 +244,11 @@ class FileLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if free; False when another process holds it."""
-        import fcntl
-
-        return self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return self._lock(block=False)
 
     def acquire(self) -> None:
         """Take the lock, waiting for its holder to release it (or to die)."""
-        import fcntl
-
-        self._lock(fcntl.LOCK_EX)
+        self._lock(block=True)
 
     def release(self) -> None:
         import fcntl
