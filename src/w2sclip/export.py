@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -181,10 +182,8 @@ def drop_text_tower(model) -> None:
     """Remove the text encoder from an open_clip model (the classifier never needs it)."""
     for name in ("transformer", "token_embedding", "ln_final", "text", "positional_embedding", "text_projection"):
         if hasattr(model, name) and name != "visual":
-            try:
+            with suppress(TypeError, AttributeError):
                 setattr(model, name, None)
-            except (TypeError, AttributeError):
-                pass
 
 
 def _check_identity(expected: dict, got: dict) -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 from w2sclip.fileio import file_sha256
@@ -107,8 +108,6 @@ def content_id(dataset, memo_dir: str | os.PathLike | None = None) -> str:
     for d, (_, label) in zip(digests, dataset.samples):
         h.update(f"{d}\t{label}\n".encode())
     value = h.hexdigest()[:16]
-    try:
+    with suppress(AttributeError):  # a frozen or slotted dataset: recomputed through the memo next time
         dataset._content_id = value
-    except AttributeError:  # a frozen or slotted dataset: recomputed through the memo next time
-        pass
     return value

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,10 +183,8 @@ def _run_locked(cfg: RunConfig, folder: RunFolder, force: bool) -> RunFolder:
                 if key is not None:
                     store.save(key, slug, folder.path, replace=force and cfg.reuse_runs, fitted_with=provenance(cfg))
     except BaseException as e:
-        try:
+        with suppress(OSError):  # e.g. the disk is full: the original error matters
             rlog.event("run_failed", error=f"{type(e).__name__}: {e}")
-        except OSError:  # e.g. the disk is full: the original error matters
-            pass
         raise
     stages = {k: round(v, 3) for k, v in rlog.seconds.items()}
     rlog.event("run_end", seconds=round(time.perf_counter() - t0, 3), stages=stages)
