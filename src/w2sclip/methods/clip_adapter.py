@@ -56,10 +56,8 @@ class CLIPAdapter(Method):
             self.adapter_ = torch.nn.Sequential(
                 torch.nn.Linear(d, hidden, bias=False), torch.nn.ReLU(),
                 torch.nn.Linear(hidden, d, bias=False), torch.nn.ReLU())
-        Xv = Yv = None
-        if X_val is not None:
-            Xv = check_features(X_val, "X_val")
-            Yv = target_logits(y_val, w.shape[0], p["hard_labels"])
+        Xv = check_features(X_val, "X_val") if X_val is not None else None
+        Yv = target_logits(y_val, w.shape[0], p["hard_labels"]) if X_val is not None else None
         self.history_ = train_head(list(self.adapter_.parameters()), self._logits, self._loss, X,
                                    teacher_logits(Y), **optim_kwargs(p), X_val=Xv, Y_val=Yv, step_fn=self._grad())
         self.fitted_ = True

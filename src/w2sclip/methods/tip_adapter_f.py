@@ -48,10 +48,8 @@ class TipAdapterF(Method):
         self.text_weights_, self.logit_scale_ = w, s
         self.keys_ = torch.nn.Parameter(F.normalize(torch.as_tensor(X), dim=1).clone())
         self.values_ = torch.as_tensor(Y)
-        Xv = Yv = None
-        if X_val is not None:
-            Xv = check_features(X_val, "X_val")
-            Yv = target_logits(y_val, w.shape[0], p["hard_labels"])
+        Xv = check_features(X_val, "X_val") if X_val is not None else None
+        Yv = target_logits(y_val, w.shape[0], p["hard_labels"]) if X_val is not None else None
         self.history_ = train_head([self.keys_], self._logits_normalized, self._loss, X, teacher_logits(Y),
                                    **optim_kwargs(p), X_val=Xv, Y_val=Yv, batch_fn=normalized_batch)
         self.fitted_ = True
