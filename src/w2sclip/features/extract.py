@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from w2sclip.features.keys import entry_slug, feature_key
-from w2sclip.data.decode import DECODE_CHOICES, ImageDecoder, resolve_decode
+from w2sclip.data.decode import DECODE_CHOICES, ImageDecoder, decode_identity, resolve_decode
 from w2sclip.data.images import check_policy
 from w2sclip.features.loading import ShardBatches, image_batches, image_source
 from w2sclip.features.store import DTYPES, FeatureSet, FeatureStore, key_diff
@@ -259,10 +259,8 @@ def open_features(strong, dataset, cache_root, *, dtype: str = "float32", verify
     """The finished features of ``extract`` with the same arguments (``decode`` and ``device`` pick
     the decode path, which is part of the key), without extracting (FileNotFoundError when absent
     or unfinished; ``verify`` re-hashes the whole file)."""
-    device = torch.device(device if device is not None else getattr(strong, "device", None) or "cpu")
-    decoder = ImageDecoder(strong.preprocess, resolve_decode(decode, device))
     key = feature_key(strong, dataset, dtype=dtype, precision=getattr(strong, "precision", "fp32"),
-                      decode=decoder.identity(), memo_dir=identity_memo(cache_root))
+                      decode=decode_identity(strong, device, decode), memo_dir=identity_memo(cache_root))
     store = FeatureStore(cache_root, key, entry_slug(strong, dataset, dtype), len(dataset))
     if not (store.path / "meta.json").exists():
         raise FileNotFoundError(f"no features at {store.path}; run `w2sclip extract` (or extract()) first")
