@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -80,9 +82,6 @@ def _run_safely(cfg_dict: dict, runs_dir: str) -> dict:
 
 
 def _run_pool(todo: list[RunConfig], runs_dir: Path, workers: int):
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     threads = max(1, (os.cpu_count() or 1) // workers)
     os.environ["W2SCLIP_THREADS"] = str(threads)
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:

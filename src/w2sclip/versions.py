@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 
 def library_versions(dists: tuple[str, ...] = ("w2sclip", "torch", "open_clip_torch", "timm", "numpy")) -> dict:
     """``{distribution: version or None}``."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for dist in dists:
         try:

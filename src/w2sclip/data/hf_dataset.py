@@ -149,6 +149,7 @@ class HFDataset(DatasetSpec):
         if split is not None and split not in SPLITS:
             raise KeyError(f"unknown split {split!r} for hf:{source}; valid: {', '.join(SPLITS)}")
         splits = open_source(source, opts["subset"])
+        import datasets  # after open_source, which names the fix when the library is missing
         cols = self._check_columns(source, splits, opts)
         raw = self._classnames(source, splits, opts)
         domains = self._domains(splits, opts)
@@ -162,7 +163,7 @@ class HFDataset(DatasetSpec):
             keep = self._pick(hf_split, rows, labels, roles["seeded"], split, domain, ds, opts)
             if len(keep):
                 fp = ds._fingerprint
-                tables[fp] = ds.select_columns([cols[0]]).cast_column(cols[0], _undecoded())
+                tables[fp] = ds.select_columns([cols[0]]).cast_column(cols[0], datasets.Image(decode=False))
                 samples += [(f"hf:{fp}/{rows[i]}", int(labels[i])) for i in keep]
         templates = list(opts["templates"] or GENERIC_TEMPLATES)
         if not all(isinstance(t, str) and "{}" in t for t in templates):
@@ -282,9 +283,3 @@ class HFDataset(DatasetSpec):
         values = _column(ds, opts["domain_column"])
         codes = {v: i for i, v in enumerate(dict.fromkeys(map(str, values)))}
         return np.array([codes[str(values[r])] for r in rows], dtype=np.int64)
-
-
-def _undecoded():
-    import datasets
-
-    return datasets.Image(decode=False)

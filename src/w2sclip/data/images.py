@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,6 @@ def to_rgb(img, path: str | Path = "<image>"):
 
 def _to_uint8(img):
     """(H, W) uint8 of a single-channel integer or float image, by ``to_rgb``'s rules."""
-    import numpy as np
-
     if img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
         finite = np.isfinite(a)
@@ -156,8 +157,6 @@ def find_bad_images(dataset, num_workers: int = 0) -> list[tuple[str, str]]:
         first.setdefault(p, i)
     paths, rows = list(first), list(first.values())
     if num_workers > 0:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(num_workers) as pool:
             reasons = list(pool.map(lambda i: _reason(dataset, i), rows, chunksize=64))
     else:

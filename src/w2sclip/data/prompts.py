@@ -18,6 +18,7 @@ The raw names stay on the dataset as ``ImageDataset.raw_classnames``.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 GENERIC_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 """The plain CLIP prompt; every dataset's templates start with it."""
@@ -55,8 +56,6 @@ def style_templates(style: str | None) -> list[str]:
 
 def read_templates(path) -> list[str] | None:
     """Templates from a ``templates.txt`` (one per line, ``{}`` for the class), or None if absent."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         return None

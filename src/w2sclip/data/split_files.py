@@ -9,6 +9,7 @@ class folder of its path: a disagreement is an error naming the file and the lin
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 SPLIT_DIRS = ("splits", "image_list", "")
@@ -77,8 +78,6 @@ def read_split_file(path: Path, image_root: Path, domain_folder: str, class_inde
 
 def missing_files(samples: list[tuple[str, int]]) -> list[str]:
     """Paths of ``samples`` that do not exist, with one ``os.scandir`` per folder (no stat each)."""
-    import os
-
     listing: dict[str, set[str] | None] = {}
     out = []
     for p, _ in samples:

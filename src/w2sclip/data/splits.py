@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 
@@ -57,8 +59,6 @@ def hashed_train_test(keys, labels, test_fraction: float = 0.5, seed: int = 0
     seed, not on listing order, and adding or removing a file moves at most one other file.
     Returns sorted (train, test) indices.
     """
-    import hashlib
-
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction={test_fraction} must lie strictly between 0 and 1")
     labels = np.asarray(labels)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+import numpy as np
+
 
 def method_order(methods: Iterable[str]) -> list[str]:
     """``weak``, then the registered methods in registry order, then the ceilings, then the rest."""
@@ -65,8 +67,6 @@ def pgr_cells(recs: list[dict], per_image: dict | None = None) -> tuple[list[str
     Each student is measured against its own head's ceiling (the record's ``ceiling`` field;
     ``eval.pgr``). ``per_image[(domain, seed)] = {method: bool array}`` (D_test correctness,
     images in the same order for every seed) adds the test images to the bootstrap."""
-    import numpy as np
-
     from w2sclip.eval.pgr import pgr_cells as cells_of
 
     domains = list(dict.fromkeys(r["domain"] for r in recs))

@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +68,6 @@ class FeatureSet:
     def named_for(self, dataset) -> "FeatureSet":
         """This set with bad files named by ``dataset``'s paths (an entry is shared by every copy
         of the same content, whichever copy extracted it)."""
-        from dataclasses import replace
-
         return replace(self, bad_files=[(dataset.samples[i][0], r) for i, (_, r) in zip(self.bad_rows, self.bad_files)])
 
 

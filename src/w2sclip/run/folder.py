@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,9 +205,6 @@ class RunFolder:
         path = self.path / name
         if not path.exists():
             return None
-        import zipfile
-        import zlib
-
         try:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -155,8 +156,6 @@ def load_strong(name: str, device: str = "cpu", precision: str = "fp32", offline
 
 def _state_sha256(model: torch.nn.Module) -> str:
     """SHA-256 of a model's parameters and buffers (name, then raw bytes), in state-dict order."""
-    import hashlib
-
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())

@@ -8,6 +8,7 @@ each other instead of as negatives.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -66,8 +67,6 @@ class PretrainConfig:
 
 def sha256_json(obj) -> str:
     """sha256 of a canonical JSON encoding (sorted keys)."""
-    import hashlib
-
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 

@@ -4,6 +4,7 @@ folder, a hub id, or nothing (random). Offline, only the local cache is read."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,6 @@ def _tag(spec: StrongSpec, offline: bool, cache_dir: str | None) -> Weights:
 
 def _tag_file(spec: StrongSpec, cfg: dict, offline: bool, cache_dir: str | None) -> str:
     """The local weights file of an open_clip tag: from the cache, or downloaded when online."""
-    import os
-
     from open_clip.constants import HF_WEIGHTS_NAME
     from open_clip.pretrained import _get_safe_alternatives, download_pretrained
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import random
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -63,8 +64,6 @@ class WeakSupervisor:
 
 def seed_all(seed: int) -> None:
     """Seed torch, Python's ``random`` (timm's random crops) and NumPy's global generator."""
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

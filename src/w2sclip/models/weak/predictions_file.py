@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray, list[str]
     try:
         data = _load_mapping(path, suffix)
     except Exception as e:  # noqa: BLE001 - any decoding failure of the user's file is named
-        if "allow_pickle" in str(e) and (suffix != ".npz" or _is_zip(path)):
+        if "allow_pickle" in str(e) and (suffix != ".npz" or zipfile.is_zipfile(path)):
             raise ValueError(f"weak predictions file {path} holds pickled Python objects, which are never "
                              f"loaded; save paths as a string array (np.array(paths, dtype=str)) and the "
                              f"values as a number array") from None
@@ -76,16 +77,10 @@ def read_predictions(path: str | Path) -> tuple[list[str], np.ndarray, list[str]
             [str(c) for c in list(names)] if names is not None else None, key == "probs")
 
 
-def _is_zip(path: Path) -> bool:
-    import zipfile
-
-    return zipfile.is_zipfile(path)
-
-
 def _load_mapping(path: Path, suffix: str):
     """The raw content of an .npz / .pt / .json predictions file (arrays loaded, no pickles)."""
     if suffix == ".npz":
-        if not _is_zip(path):
+        if not zipfile.is_zipfile(path):
             raise ValueError("not a zip archive")
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
