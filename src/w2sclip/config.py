@@ -169,10 +169,8 @@ class SweepConfig(BaseModel):
     def runs(self) -> list[RunConfig]:
         """Every run of the grid, in a stable order (grid keys in file order)."""
         keys = list(self.grid)
-        out = []
-        for values in itertools.product(*(self.grid[k] for k in keys)):
-            out.append(make_run_config({**self.base, **dict(zip(keys, values))}))
-        return out
+        return [make_run_config({**self.base, **dict(zip(keys, values))})
+                for values in itertools.product(*(self.grid[k] for k in keys))]
 
 
 def make_run_config(values: dict[str, Any]) -> RunConfig:

@@ -260,9 +260,6 @@ def load_runs(runs_dir: str | Path, only: Iterable[str] | None = None) -> tuple[
         info.n_records = len(recs)
         for r in recs:
             r.setdefault("protocol", folder.config_value("protocol"))
-        if recs:
-            info.group, info.domain, info.seed = group_key(recs[0]), recs[0]["domain"], recs[0]["seed"]
-        for r in recs:
             key = (*group_key(r), r["domain"], r["seed"], r["method"])
             if key not in seen:
                 seen[key] = (folder, r)
@@ -271,6 +268,8 @@ def load_runs(runs_dir: str | Path, only: Iterable[str] | None = None) -> tuple[
                 raise ValueError(f"runs {seen[key][0].name} and {folder.name} both hold {r['method']} on "
                                  f"{r['domain']} (seed {r['seed']}) with different accuracies; move one "
                                  f"of them out of {runs_dir} and report again")
+        if recs:
+            info.group, info.domain, info.seed = group_key(recs[0]), recs[0]["domain"], recs[0]["seed"]
     rank = {m: i for i, m in enumerate(method_order({r["method"] for r in records}))}
     records.sort(key=lambda r: (tuple(str(x) for x in group_key(r)), r["domain"], r["seed"], rank[r["method"]]))
     return records, runs

@@ -46,11 +46,8 @@ def regime_rows(recs: list[dict]) -> list[dict]:
     zs = _mean_by(recs, lambda m: m == "zero_shot")
     ceil = _mean_by(recs, lambda m: m.startswith("ceiling"))
     ncls = {r["domain"]: r.get("n_classes") for r in recs}
-    rows = []
-    for d in domains:
-        c = ncls.get(d)
-        rows.append({"domain": d, "chance": 1.0 / c if c else None, "weak": weak.get(d),
-                     "zero_shot": zs.get(d), "ceiling": ceil.get(d)})
+    rows = [{"domain": d, "chance": 1.0 / ncls[d] if ncls[d] else None, "weak": weak.get(d),
+             "zero_shot": zs.get(d), "ceiling": ceil.get(d)} for d in domains]
     if len(rows) > 1:
         avg = {k: (float(np.mean([r[k] for r in rows])) if all(r[k] is not None for r in rows) else None)
                for k in ("chance", "weak", "zero_shot", "ceiling")}
