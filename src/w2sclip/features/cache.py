@@ -89,11 +89,8 @@ class ArrayCache:
                 np.save(tmp / "data.npy", array)
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             os.replace(tmp, folder)
-        except (DiskFullError, NotWritableError):
+        except OSError as e:  # another process may have finished the same entry first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        except OSError:  # another process finished the same entry first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-            if self.load(key, slug) is None:  # not a lost race: a real write failure
-                raise
+            if isinstance(e, (DiskFullError, NotWritableError)) or self.load(key, slug) is None:
+                raise  # a full or read-only disk, or not a lost race: a real write failure
         return folder
