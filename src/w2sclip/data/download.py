@@ -20,6 +20,8 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
+from tqdm.auto import tqdm
+
 from w2sclip.data.domainnet import BASE_URL as DOMAINNET_URL
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,8 @@ def _stream(url: str, part: Path, timeout: float, progress: bool) -> int | None:
         if start and status != 206:  # the server ignored Range: start over
             start = 0
         total = start + int(length) if length is not None else None
-        bar = _bar(progress, total, start, part.name)
+        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=part.name,
+                   disable=not progress, leave=False)
         with open(part, "ab" if start else "wb") as f:
             while chunk := resp.read(1 << 20):
                 f.write(chunk)
@@ -116,13 +119,6 @@ def _stream(url: str, part: Path, timeout: float, progress: bool) -> int | None:
     if total is not None and size < total:  # dropped connection: the caller retries and resumes
         raise ConnectionError(f"connection closed after {size} of {total} bytes")
     return total
-
-
-def _bar(progress: bool, total, start: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=desc,
-                disable=not progress, leave=False)
 
 
 def sha512_of(path: Path) -> str:
