@@ -47,8 +47,11 @@ def test_halves(y_test: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return stratified_split(y_test, 0.5, seed)
 
 
-def _accuracies(z_test: np.ndarray, y_test: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
-    hit = z_test.argmax(1) == y_test
+def _accuracies(m, x: FitInputs, test: np.ndarray) -> dict:
+    """Accuracy of the fitted method ``m`` on half A and on half B of D_test (``test_halves``)."""
+    y_test = x.labels[test]
+    a, b = test_halves(y_test)
+    hit = m.decision_function(x.features[test]).argmax(1) == y_test
     return {"acc_a": float(hit[a].mean()), "acc_b": float(hit[b].mean())}
 
 
@@ -61,8 +64,6 @@ def trajectory(method: str, lr: float, x: FitInputs, splits: dict, seed: int, st
     every criterion on hold_val and the accuracy on both halves of D_test."""
     fit, val, test = splits["hold_fit"], splits["hold_val"], splits["test"]
     p_weak = softmax(x.weak_logits)
-    y_test = x.labels[test]
-    a, b = test_halves(y_test)
     m = get_method(method, seed=seed, lr=lr, max_steps=max(steps), selection="fixed")
     rows, wanted = [], set(steps)
 
@@ -72,7 +73,7 @@ def trajectory(method: str, lr: float, x: FitInputs, splits: dict, seed: int, st
         m.fitted_ = True
         z_val = m.decision_function(x.features[val])
         row = {"step": step, "lr": lr, **{c: f(z_val, p_weak[val]) for c, f in CRITERIA.items()}}
-        rows.append({**row, **_accuracies(m.decision_function(x.features[test]), y_test, a, b)})  # oracle only
+        rows.append({**row, **_accuracies(m, x, test)})  # oracle only
 
     m.fit(x.features[fit], p_weak[fit], text_weights=_text(x, m), logit_scale=x.logit_scale, on_step=look)
     return rows
@@ -85,10 +86,7 @@ def pipeline_row(method: str, x: FitInputs, splits: dict, seed: int) -> dict:
     m = get_method(method, seed=seed)
     m.fit(x.features[fit], p_weak[fit], text_weights=_text(x, m), logit_scale=x.logit_scale,
           X_val=x.features[val], y_val=p_weak[val])
-    y_test = x.labels[test]
-    a, b = test_halves(y_test)
-    return {"step": m.history_.get("best_step"), "lr": m.params["lr"],
-            **_accuracies(m.decision_function(x.features[test]), y_test, a, b)}
+    return {"step": m.history_.get("best_step"), "lr": m.params["lr"], **_accuracies(m, x, test)}
 
 
 def pick(rows: list[dict], rule: str) -> dict:
