@@ -15,6 +15,8 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
+from w2sclip.fileio import NotWritableError, check_writable
+
 
 ONE_LINE_ERRORS = "w2sclip.one_line_errors"
 """Key of the context object with which the console entry point asks for one-line errors."""
@@ -57,16 +59,12 @@ def main(ctx: typer.Context,
 
 def _writable(folder: Path, flag: str) -> None:
     """Fail now, not after the work, when the output folder ``folder`` cannot be written."""
-    from w2sclip.fileio import check_writable
-
     check_writable(folder, flag, f"pass another {flag}")
 
 
 def _writable_file(path: Path, flag: str, create_folder: bool = False) -> None:
     """An output file's folder must be writable (and exist, unless the command creates it), and
     the path must not be a folder."""
-    from w2sclip.fileio import NotWritableError, check_writable
-
     if path.is_dir():
         raise NotWritableError(errno.EISDIR, f"{flag} {path} is a folder; pass a file name (e.g. "
                                              f"{flag} {path / 'NAME'})")

@@ -16,12 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from w2sclip.config import RunConfig
 from w2sclip.fileio import default_cache_dir
+from w2sclip.run import steps
 from w2sclip.run.fit import FitInputs, FitResult, fit_and_evaluate
 from w2sclip.run.folder import RunFolder, RunLog
+from w2sclip.run.reuse import ResultStore, provenance, result_key
 from w2sclip.run.task import Task, load_task
+from w2sclip.versions import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +68,6 @@ class RunResult:
 
 def prepare(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None = None) -> Prepared:
     """Data, weak predictions, strong model and image features of a run, through the caches."""
-    from w2sclip.run import steps
-
     cache = default_cache_dir(cache_dir or cfg.cache_dir)
     stage = rlog.stage if rlog is not None else (lambda name: nullcontext())
     with stage("data"):
@@ -88,8 +90,6 @@ def prepare(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None =
 
 
 def _set_threads(cfg: RunConfig) -> None:
-    import torch
-
     if cfg.device == "cpu":
         torch.set_num_threads(max(1, int(os.environ.get("W2SCLIP_THREADS", os.cpu_count() or 1))))
 
@@ -144,8 +144,6 @@ def run(cfg: RunConfig, runs_dir: str | Path, *, force: bool = False) -> RunFold
 
 def _result_key(cfg: RunConfig, prepared: Prepared) -> dict | None:
     """The stored-run key (:mod:`w2sclip.run.reuse`); None (no reuse, a warning) if it cannot be made."""
-    from w2sclip.run.reuse import result_key
-
     try:
         return result_key(cfg, prepared)
     except Exception as e:  # noqa: BLE001 - reuse is an optimisation: fit instead
@@ -154,9 +152,6 @@ def _result_key(cfg: RunConfig, prepared: Prepared) -> dict | None:
 
 
 def _run_locked(cfg: RunConfig, folder: RunFolder, force: bool) -> RunFolder:
-    from w2sclip.run.reuse import ResultStore, provenance
-    from w2sclip.versions import library_versions
-
     # a forced rerun keeps the old results readable until the new ones are computed
     (folder.path / "log.jsonl").unlink(missing_ok=True)
     folder.write_json("config.json", {"semantic": cfg.semantic(), "resolved": cfg.model_dump(mode="json"),

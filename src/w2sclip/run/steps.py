@@ -16,6 +16,9 @@ import numpy as np
 
 from w2sclip.config import RunConfig
 from w2sclip.features.cache import ArrayCache
+from w2sclip.features.extract import extract
+from w2sclip.fileio import FileLock
+from w2sclip.models.strong.openclip import load_strong, template_set
 from w2sclip.run.task import Task
 
 
@@ -37,7 +40,6 @@ def weak_logits(cfg: RunConfig, task: Task, cache_dir: Path) -> np.ndarray:
     run's seed; weak-CLIP and bring-your-own predictions use no labels at all. One process
     trains a given weak model; others (sweep workers, Ray tasks) wait for it and reuse it.
     """
-    from w2sclip.fileio import FileLock
     from w2sclip.models.weak import get_weak, weak_options
 
     valid = weak_options(cfg.weak.partition(":")[0])
@@ -79,15 +81,11 @@ def check_weak(logits: np.ndarray, task: Task) -> None:
 
 def load_strong_model(cfg: RunConfig):
     """The frozen strong CLIP of ``cfg.strong`` (offline when HF_HUB_OFFLINE=1)."""
-    from w2sclip.models.strong.openclip import load_strong
-
     return load_strong(cfg.strong, device=cfg.device)
 
 
 def image_features(cfg: RunConfig, strong, task: Task, cache_dir: Path):
     """Image features of the target's test split (``FeatureSet``: features, valid, bad_files)."""
-    from w2sclip.features.extract import extract
-
     fs = extract(strong, task.test, cache_dir / "features", batch_size=cfg.batch_size,
                  num_workers=cfg.num_workers, shard_size=cfg.shard_size, dtype=cfg.feature_dtype,
                  bad_files=cfg.bad_files, device=cfg.device, progress=cfg.progress)
@@ -101,8 +99,6 @@ def image_features(cfg: RunConfig, strong, task: Task, cache_dir: Path):
 
 def text_weights_by_set(strong, classnames: list[str], templates: list[str]) -> Callable[[str], np.ndarray]:
     """``name -> text weights (C, D)`` of the classes under a template set, computed once per set."""
-    from w2sclip.models.strong.openclip import template_set
-
     @lru_cache(maxsize=None)
     def text_for(name: str) -> np.ndarray:
         return strong.text_weights(classnames, template_set(name, templates))
