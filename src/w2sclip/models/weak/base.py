@@ -52,10 +52,7 @@ class WeakSupervisor:
         """What changes the predictions (for cache keys): kind, name and non-execution options."""
         opts = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in EXECUTION_OPTIONS and f.name != "name"}
-        return {"kind": self.kind, "name": self.name, **opts, **self._versions()}
-
-    def _versions(self) -> dict:
-        return {"torch": torch.__version__}
+        return {"kind": self.kind, "name": self.name, **opts, "torch": torch.__version__}
 
     def _check_fitted(self, attr: str = "model_") -> None:
         if getattr(self, attr, None) is None:

@@ -43,9 +43,7 @@ class ClipTeacher(WeakSupervisor):
 
         from w2sclip.models.strong.weights import spec_identity
 
-        ident = super().identity()
-        ident.update(strong=spec_identity(self.name), open_clip=open_clip.__version__)
-        return ident
+        return {**super().identity(), "strong": spec_identity(self.name), "open_clip": open_clip.__version__}
 
     def strong_model(self):
         """The teacher CLIP (loaded once)."""

@@ -97,11 +97,9 @@ class TimmWeak(WeakSupervisor):
     def identity(self) -> dict:
         import timm
 
-        ident = super().identity()
-        ident.update(pretrained=self.uses_pretrained, timm=timm.__version__,
-                     pretrained_file=sha256_file(Path(self.pretrained_file).expanduser())
-                     if self.pretrained_file else None, decode=TRAIN_DECODE)
-        return ident
+        file = sha256_file(Path(self.pretrained_file).expanduser()) if self.pretrained_file else None
+        return {**super().identity(), "pretrained": self.uses_pretrained, "timm": timm.__version__,
+                "pretrained_file": file, "decode": TRAIN_DECODE}
 
     def _weights_file(self) -> str | None:
         """A local weights file: ``pretrained_file``, or (offline) the cached hub file; None = let timm fetch."""
