@@ -16,6 +16,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Optional
 
+from tqdm.auto import tqdm
+
 from w2sclip.config import RunConfig, SweepConfig
 from w2sclip.run import run, run_folder
 
@@ -52,8 +54,6 @@ def run_sweep(sweep: SweepConfig, runs_dir: str | Path, *, workers: int = 1,
     else:
         results = (_run_safely(c.model_dump(mode="json"), str(runs_dir)) for c in todo)
     failed, ran, reused = [], 0, 0
-    from tqdm.auto import tqdm
-
     for res in tqdm(results, total=len(todo), desc=f"sweep {sweep.name}", disable=not progress):
         with open(runs_dir / "sweep.jsonl", "a") as f:
             f.write(json.dumps({"t": round(time.time(), 3), **res}) + "\n")

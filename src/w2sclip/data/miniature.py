@@ -38,11 +38,6 @@ def draw(label: int, domain_index: int, rng: np.random.Generator, size: int = 32
     return Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
 
 
-def _save(img, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, quality=90) if path.suffix == ".jpg" else img.save(path)
-
-
 def _corrupt(path: Path, kind: int) -> None:
     if kind % 3 == 0:  # truncated JPEG: a valid header, half the bytes
         buf = io.BytesIO()
@@ -61,11 +56,12 @@ def _write_images(out: Path, items: list[tuple[str, int, int]], seed: int, corru
     bad = set(range(3, 3 + 7 * corrupt, 7)) if corrupt else set()
     for i, (rel, label, d) in enumerate(items):
         path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
         if i in bad:
-            path.parent.mkdir(parents=True, exist_ok=True)
             _corrupt(path, len([b for b in bad if b < i]))
         else:
-            _save(draw(label, d, rng), path)
+            img = draw(label, d, rng)
+            img.save(path, quality=90) if path.suffix == ".jpg" else img.save(path)
 
 
 def _mark(out: Path, name: str) -> Path:

@@ -18,6 +18,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from w2sclip.features.keys import entry_slug, feature_key
 from w2sclip.data.decode import DECODE_CHOICES, ImageDecoder, decode_identity, resolve_decode
@@ -271,8 +272,6 @@ def open_features(strong, dataset, cache_root, *, dtype: str = "float32", verify
 def _extract_shards(strong, dataset, store: FeatureStore, shards: list[int], decoder: ImageDecoder, *,
                     batch_size: int, num_workers: int, bad_files: str, device: torch.device,
                     progress: bool) -> None:
-    from tqdm.auto import tqdm
-
     todo = [j for j in shards if not store.is_done(j)]
     if not todo:
         return
