@@ -10,6 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from w2sclip.models.hub import hf_cache_dir, hub_offline
+from w2sclip.models.strong.spec import parse_spec
+from w2sclip.models.strong.weights import resolve_weights
+
 
 TEMPLATE_SETS = ("dataset", "simple", "openai_imagenet", "simple_imagenet")
 """Prompt-template sets by name: the dataset's own, one plain prompt, open_clip's 80 OpenAI
@@ -131,9 +135,6 @@ def load_strong(name: str, device: str = "cpu", precision: str = "fp32", offline
     (``cache_dir`` or the HF hub cache) and raises a short FileNotFoundError naming the missing file.
     ``precision`` is one of PRECISIONS.
     """
-    from w2sclip.models.strong.spec import parse_spec
-    from w2sclip.models.strong.weights import resolve_weights
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} unknown; valid: {', '.join(PRECISIONS)}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -165,8 +166,6 @@ def _state_sha256(model: torch.nn.Module) -> str:
 
 def _create(spec, w, device: str, precision: str, cache_dir: str | None):
     import open_clip
-
-    from w2sclip.models.hub import hf_cache_dir, hub_offline
 
     try:
         with hub_offline(w.offline):

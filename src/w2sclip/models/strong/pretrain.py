@@ -24,6 +24,7 @@ from w2sclip.data.builtin import (CLASSNAMES, TEMPLATES, caption_profile, corpus
                                   corpus_definition, render_corpus)
 from w2sclip.data.builtin_render import DOMAINS, WORLD, check_world
 from w2sclip.fileio import file_sha256
+from w2sclip.models.strong.builtin import register_builtin_archs, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,6 @@ def pretrain(cfg: PretrainConfig, out: str | Path) -> Path:
     """Pretrain ``cfg.arch`` and write ``out`` (.safetensors, fp16) plus ``out``.json recipe."""
     import open_clip
     from safetensors.torch import save_file
-
-    from w2sclip.models.strong.builtin import register_builtin_archs, resolve_checkpoint
 
     register_builtin_archs()
     torch.manual_seed(cfg.seed)

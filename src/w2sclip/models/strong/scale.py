@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 
+from w2sclip.models.strong.builtin import BUILTIN_CHECKPOINTS, CHECKPOINT_DIR
+
 SAMPLES_SEEN: dict[str, float] = {
     "ViT-B-32:datacomp_s_s13m_b4k": 12.8e6,
     "ViT-B-32:datacomp_m_s128m_b4k": 128e6,
@@ -37,8 +39,6 @@ def pretraining_samples(strong: str) -> float | None:
     Known tags come from :data:`SAMPLES_SEEN` (``-quickgelu`` variants share their tag's number);
     the built-in checkpoints count ``steps x batch_size`` of their recipe and of the checkpoint
     they were initialised from. Random weights have seen 0 samples."""
-    from w2sclip.models.strong.builtin import BUILTIN_CHECKPOINTS, CHECKPOINT_DIR
-
     if strong in BUILTIN_CHECKPOINTS:
         return _builtin_samples(strong, CHECKPOINT_DIR, set())
     arch, _, tag = strong.partition(":")

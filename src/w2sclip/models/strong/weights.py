@@ -17,7 +17,9 @@ from w2sclip.models.hub import (
     offline_missing,
     sha256_file,
 )
-from w2sclip.models.strong.spec import StrongSpec
+from w2sclip.models.strong.builtin import register_builtin_archs, resolve_checkpoint
+from w2sclip.models.strong.quickgelu import check_file, tag_quick_gelu
+from w2sclip.models.strong.spec import StrongSpec, parse_spec
 
 _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 _HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -69,8 +71,6 @@ def resolve_weights(spec: StrongSpec, offline: bool = False, cache_dir: str | No
 
 
 def _builtin(spec: StrongSpec, offline: bool, cache_dir: str | None) -> Weights:
-    from w2sclip.models.strong.builtin import register_builtin_archs, resolve_checkpoint
-
     register_builtin_archs()
     path = resolve_checkpoint(spec.source)
     return Weights(spec.arch, path.name, spec.arch, str(path), sha256_file(path), offline=offline)
@@ -78,8 +78,6 @@ def _builtin(spec: StrongSpec, offline: bool, cache_dir: str | None) -> Weights:
 
 def _tag(spec: StrongSpec, offline: bool, cache_dir: str | None) -> Weights:
     import open_clip
-
-    from w2sclip.models.strong.quickgelu import tag_quick_gelu
 
     cfg = open_clip.get_pretrained_cfg(spec.arch, spec.source)
     quick = tag_quick_gelu(spec.arch, spec.source, spec.name)
@@ -115,8 +113,6 @@ def _tag_file(spec: StrongSpec, cfg: dict, offline: bool, cache_dir: str | None)
 
 
 def _file(spec: StrongSpec, offline: bool, cache_dir: str | None) -> Weights:
-    from w2sclip.models.strong.quickgelu import check_file
-
     sha = sha256_file(spec.source)
     check_file(spec.name, spec.arch, spec.source, sha)
     return Weights(spec.arch, Path(spec.source).name, spec.arch, spec.source, sha,
@@ -184,13 +180,9 @@ def _random(spec: StrongSpec, offline: bool, cache_dir: str | None) -> Weights:
 def spec_identity(name: str) -> dict:
     """Identity of a strong spec without building the model: kind, arch, source and, for local
     weights (built-in, file, folder), a content hash. Never downloads."""
-    from w2sclip.models.strong.spec import parse_spec
-
     spec = parse_spec(name)
     ident = {"kind": spec.kind, "arch": spec.arch, "source": spec.source}
     if spec.kind == "builtin":
-        from w2sclip.models.strong.builtin import resolve_checkpoint
-
         ident["sha256"] = sha256_file(resolve_checkpoint(spec.source))
     elif spec.kind == "file":
         ident["sha256"] = sha256_file(spec.source)

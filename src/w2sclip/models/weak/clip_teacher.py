@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from w2sclip.models.strong.openclip import TEMPLATE_SETS, load_strong, template_set
+from w2sclip.models.strong.spec import parse_spec
+from w2sclip.models.strong.weights import spec_identity
 from w2sclip.models.weak.base import WeakSupervisor, make_loader
 
 
@@ -30,9 +33,6 @@ class ClipTeacher(WeakSupervisor):
     protocol = "weak_clip"
 
     def __post_init__(self) -> None:
-        from w2sclip.models.strong.openclip import TEMPLATE_SETS
-        from w2sclip.models.strong.spec import parse_spec
-
         parse_spec(self.name)  # fail early on a bad spec
         if self.templates not in TEMPLATE_SETS:
             raise ValueError(f"weak model 'clip:{self.name}': template set {self.templates!r} unknown; "
@@ -41,23 +41,17 @@ class ClipTeacher(WeakSupervisor):
     def identity(self) -> dict:
         import open_clip
 
-        from w2sclip.models.strong.weights import spec_identity
-
         return {**super().identity(), "strong": spec_identity(self.name), "open_clip": open_clip.__version__}
 
     def strong_model(self):
         """The teacher CLIP (loaded once)."""
         if getattr(self, "strong_", None) is None:
-            from w2sclip.models.strong.openclip import load_strong
-
             self.strong_ = load_strong(self.name, device=self.device, precision=self.precision,
                                        offline=self.offline, cache_dir=self.cache_dir)
         return self.strong_
 
     def predict_logits(self, dataset) -> np.ndarray:
         """Zero-shot logits (N, C); unreadable images get all-zero (uniform) rows and a warning."""
-        from w2sclip.models.strong.openclip import template_set
-
         strong = self.strong_model()
         w = strong.text_weights(list(dataset.classnames), template_set(self.templates, list(dataset.templates)))
         out = np.zeros((len(dataset), len(w)), dtype=np.float32)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from w2sclip.models.hub import hf_cache_dir, hub_offline, is_offline, offline_missing
+from w2sclip.models.hub import hf_cache_dir, hub_offline, is_offline, offline_missing, sha256_file
 from w2sclip.models.weak.base import (
     WeakSupervisor,
     finetune,
@@ -71,8 +71,6 @@ class HFWeak(WeakSupervisor):
         ident = super().identity()
         ident["transformers"], ident["decode"] = transformers.__version__, TRAIN_DECODE
         if Path(self.name).expanduser().is_dir():
-            from w2sclip.models.hub import sha256_file
-
             ident["files"] = {p.name: sha256_file(p) for p in sorted(Path(self.name).expanduser().iterdir())
                               if p.is_file()}
         return ident

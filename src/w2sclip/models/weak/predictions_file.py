@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from w2sclip.models.hub import sha256_file
 from w2sclip.models.weak.base import WeakSupervisor
 
 SUFFIXES = (".csv", ".npz", ".pt", ".pth", ".json")
@@ -170,8 +171,6 @@ class FileWeak(WeakSupervisor):
             raise ValueError(f"weak predictions file {p}: unknown format; use one of {', '.join(SUFFIXES)}")
 
     def identity(self) -> dict:
-        from w2sclip.models.hub import sha256_file
-
         return {"kind": self.kind, "path": str(Path(self.name).expanduser().resolve()),
                 "sha256": sha256_file(Path(self.name).expanduser())}
 
