@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from w2sclip.data.builtin_shapes import Part
+from w2sclip.data.builtin_shapes import SHAPES, Part
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (210, 35, 40), "orange": (240, 130, 20), "yellow": (235, 205, 30),
@@ -224,8 +224,6 @@ def _scribbles(d: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, n: i
 
 
 def _random_shape(rng: np.random.Generator) -> list[Part]:
-    from w2sclip.data.builtin_shapes import SHAPES
-
     names = list(SHAPES)
     return SHAPES[names[rng.integers(len(names))]]()
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from w2sclip.data import get_spec
+from w2sclip.data.images import find_bad_images
+from w2sclip.data.split_files import missing_files
+
 _LIST_MAX = 20
 
 
@@ -65,8 +69,6 @@ def check_dataset(name: str, root: str | Path, domains=None, images: bool = True
 
     ``images=True`` decodes every image (slow on DomainNet: use ``num_workers``).
     """
-    from w2sclip.data import get_spec
-
     spec = get_spec(name)
     root = Path(root).expanduser()
     report = CheckReport(name, str(root))
@@ -93,9 +95,6 @@ def check_dataset(name: str, root: str | Path, domains=None, images: bool = True
 
 def _check_domain(spec, root: Path, domain: str, report: CheckReport, images: bool,
                   num_workers: int, options: dict) -> None:
-    from w2sclip.data.images import find_bad_images
-    from w2sclip.data.split_files import missing_files
-
     paths, decoded = {}, set()
     for split in spec.split_names(root, domain):
         where = f"{domain}/{split}"

@@ -22,6 +22,7 @@ from w2sclip.data.folder import DEFAULT_DOMAIN
 from w2sclip.data.manifest import ImageDataset, load_manifest
 from w2sclip.data.prompts import GENERIC_TEMPLATES, read_templates
 from w2sclip.data.spec import DatasetSpec, make_dataset
+from w2sclip.data.splits import hashed_train_test
 
 
 def csv_file(root: Path) -> Path:
@@ -92,8 +93,6 @@ class CsvDataset(DatasetSpec):
 
     def load_domain(self, root: Path, domain: str, split: str, opts: dict,
                     errors: list | None) -> ImageDataset:
-        from w2sclip.data.splits import hashed_train_test
-
         path = csv_file(root)
         rows, cols = read_rows(path)
         raw = _classnames(path, rows)

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from w2sclip.data.images import FAITHFUL_VERSION, BadImageError, read_image
+from w2sclip.data.manifest import ImageDataset
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,6 @@ class ImageDecoder:
     def read_sample(self, dataset, i: int) -> torch.Tensor:
         """``read`` for sample ``i`` of ``dataset``: a file path goes through ``read``; images that
         are not files (``dataset.read_image`` overridden, e.g. ``hf:``) are decoded on the CPU."""
-        from w2sclip.data.manifest import ImageDataset
-
         if type(dataset).read_image is ImageDataset.read_image:
             return self.read(str(dataset.samples[i][0]))
         return self._finish(*dataset.read_image(i, draft=self.draft))

@@ -23,8 +23,9 @@ from typing import ClassVar
 
 from w2sclip.data.images import is_image_file
 from w2sclip.data.manifest import ImageDataset
-from w2sclip.data.prompts import GENERIC_TEMPLATES, read_templates
+from w2sclip.data.prompts import GENERIC_TEMPLATES, read_templates, style_templates
 from w2sclip.data.spec import DatasetSpec, make_dataset, norm_key
+from w2sclip.data.splits import hashed_train_test
 
 SPLIT_DIR_NAMES = ("train", "test", "val", "valid", "validation", "crossval", "full")
 _TEST_DIRS = ("test", "val", "validation", "valid", "crossval")
@@ -84,8 +85,6 @@ def labelled(entries, label_of: Callable[[str], int | None], where: Path,
 def folder_split_samples(domain_dir: Path, root: Path, label_of, split: str, opts: dict,
                          errors: list | None = None) -> list[tuple[str, int]]:
     """Samples of ``split`` from ``domain_dir``: its split folders, or the seeded split."""
-    from w2sclip.data.splits import hashed_train_test
-
     official = split_dirs(domain_dir) if opts["splits"] != "seeded" else None
     if opts["splits"] == "official" and official is None:
         raise FileNotFoundError(f"splits='official' but {domain_dir} has no train/ and test/ (or "
@@ -189,8 +188,6 @@ class FixedClassFolders(DatasetSpec):
 
     def load_domain(self, root: Path, domain: str, split: str, opts: dict,
                     errors: list | None) -> ImageDataset:
-        from w2sclip.data.prompts import style_templates
-
         samples = folder_split_samples(self.domain_dir(root, domain), root, self.label_fn(), split,
                                        opts, errors)
         return make_dataset(self.name, self.classnames, style_templates(self.styles.get(domain)),

@@ -41,6 +41,7 @@ from w2sclip.data.images import BadImageError, read_image
 from w2sclip.data.manifest import ImageDataset
 from w2sclip.data.prompts import GENERIC_TEMPLATES, prompt_name
 from w2sclip.data.spec import SPLITS, DatasetSpec
+from w2sclip.data.splits import hashed_train_test
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +264,6 @@ class HFDataset(DatasetSpec):
     def _pick(self, hf_split, rows, labels, seeded, split, domain, ds, opts) -> np.ndarray:
         """Positions into ``rows`` (of a split playing ``split``'s role; None: train and test)
         that belong to ``split``: all of them, unless the seeded split divides them."""
-        from w2sclip.data.splits import hashed_train_test
-
         if not seeded or split is None:
             return np.arange(len(rows))
         # seeded split per domain, keyed by (split, row) so it is independent of listing order

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
-from w2sclip.fileio import file_sha256
+from w2sclip.fileio import default_cache_dir, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,6 @@ def content_id(dataset, memo_dir: str | os.PathLike | None = None) -> str:
     if cached is not None:
         return cached
     if memo_dir is None:
-        from w2sclip.fileio import default_cache_dir
-
         memo_dir = default_cache_dir() / "identity"
     paths = [os.path.abspath(p) for p, _ in dataset.samples]
     where = os.path.commonpath(paths) if paths else ""

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from w2sclip.fileio import atomic_write
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -190,8 +192,6 @@ def screen_images(dataset, bad_files: str = "skip", num_workers: int = 0):
 
 def write_bad_files(bad: Iterable[tuple[str, str]], path: str | Path) -> Path:
     """Write ``path<TAB>reason`` lines (the run folder's ``bad_files.txt``); returns the path."""
-    from w2sclip.fileio import atomic_write
-
     path = Path(path)
     text = "".join(f"{p}\t{r}\n" for p, r in bad).encode()
     atomic_write(path, lambda f: f.write(text))  # replaced, never edited in place (run folders are linked)

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from w2sclip.data.identity import content_id
+from w2sclip.data.images import read_image
 from w2sclip.data.prompts import GENERIC_TEMPLATES
 
 
@@ -51,8 +53,6 @@ class ImageDataset:
         faithful modes, EXIF orientation, ``draft`` for reduced-size JPEG decoding) and whether it
         was a JPEG; raises ``BadImageError``. Every reader of samples goes through this method,
         so a dataset whose images are not files (``hf:``) overrides only this."""
-        from w2sclip.data.images import read_image
-
         return read_image(self.samples[i][0], draft)
 
     def load_image(self, i: int, draft: int | None = None):
@@ -83,8 +83,6 @@ class ImageDataset:
     def content_id(self, memo_dir: str | os.PathLike | None = None) -> str:
         """What the split is (file contents, labels, class list), for cache keys; see
         ``w2sclip.data.identity``. Independent of the root and the file names."""
-        from w2sclip.data.identity import content_id
-
         return content_id(self, memo_dir)
 
     def fingerprint(self) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from w2sclip.data import DATASETS
+
 MINIATURES = ("domainnet", "office_home", "pacs", "vlcs", "folder")
 FOLDER_CLASSES = ("Alarm_Clock", "The_Eiffel_Tower", "cat", "t-shirt", "teddy-bear", "TV")
 """Class folders of the generic folder miniature (exercise ``prompt_name``)."""
@@ -78,8 +80,6 @@ def make_miniature(name: str, out: str | Path, *, domains=None, images_per_class
     domain). ``split_layout`` (DomainNet): ``splits`` = ``out/splits/`` with paths from the root
     (the official files), ``image_list`` = ``out/image_list/`` with paths from the domain folder.
     """
-    from w2sclip.data import DATASETS
-
     if name not in MINIATURES:
         raise KeyError(f"no miniature for {name!r}; valid: {', '.join(MINIATURES)}")
     out = Path(out)
@@ -97,16 +97,14 @@ def make_miniature(name: str, out: str | Path, *, domains=None, images_per_class
 
 
 def _domainnet(out: Path, domains, n: int, split_layout: str) -> list:
-    from w2sclip.data.domainnet import DomainNet
-    from w2sclip.data.domainnet_classes import DOMAINNET_CLASSES as classes
-
+    spec = DATASETS["domainnet"]
     if split_layout not in ("splits", "image_list"):
         raise ValueError(f"split_layout={split_layout!r}; valid: splits, image_list")
     items = []
     for d in domains:
-        di = DomainNet.domains.index(d)
+        di = spec.domains.index(d)
         lines = {"train": [], "test": []}
-        for c, cls in enumerate(classes):
+        for c, cls in enumerate(spec.classnames):
             k = 0
             for split in ("train", "test"):
                 if (cls == "t-shirt" and d == "painting" and split == "train") or \
@@ -134,18 +132,14 @@ def _class_folders(top: str, domain_folder: str, classes, di: int, n: int, name_
 
 
 def _office_home(out: Path, domains, n: int, _layout) -> list:
-    from w2sclip.data.office_home import OfficeHome
-
-    spec = OfficeHome()
+    spec = DATASETS["office_home"]
     return [it for d in domains for it in _class_folders(
         "OfficeHomeDataset_10072016", spec.domain_folders[d][0], spec.classnames,
         spec.domains.index(d), 2 * n, "{:05d}.jpg", {(7 * spec.domains.index(d) + 3) % 65})]
 
 
 def _vlcs(out: Path, domains, n: int, _layout) -> list:
-    from w2sclip.data.vlcs import VLCS
-
-    spec = VLCS()
+    spec = DATASETS["vlcs"]
     return [it for d in domains for it in _class_folders(
         "VLCS", spec.domain_folders[d][0], spec.classnames, spec.domains.index(d), 2 * n,
         "img_{:04d}.jpg", set())]
@@ -159,9 +153,7 @@ def _folder(out: Path, domains, n: int, _layout) -> list:
 def _pacs(out: Path, domains, n: int, _layout) -> list:
     """Official layout: ``kfold/<domain>/<class>/pic_NNN.jpg`` + ``splits/*_kfold.txt`` (1-based
     labels; ``test_kfold`` lists the whole domain, ``crossval`` about one image in four)."""
-    from w2sclip.data.pacs import PACS
-
-    spec, items = PACS(), []
+    spec, items = DATASETS["pacs"], []
     for d in domains:
         di = spec.domains.index(d)
         files = {"train": [], "crossval": [], "test": []}
