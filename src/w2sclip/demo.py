@@ -12,6 +12,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from w2sclip.config import load_sweep, resolve_preset
+from w2sclip.report import build_report, load_runs
+from w2sclip.run import run_folder
+from w2sclip.run.folder import RunFolder
+from w2sclip.sweep import run_sweep
+
 QUICK = ("builtin_size=quick", "grid.seed=[0]")
 """What ``--quick`` adds to the preset (the preset's quick size, one seed)."""
 TITLE = "w2sclip demo: built-in benchmark"
@@ -19,15 +25,11 @@ TITLE = "w2sclip demo: built-in benchmark"
 
 def demo_sweep(quick: bool = False, overrides: tuple[str, ...] = ()):
     """The built-in preset with the ``--quick`` overrides (if any) and then ``overrides``."""
-    from w2sclip.config import load_sweep, resolve_preset
-
     return load_sweep(resolve_preset("builtin"), [*(QUICK if quick else ()), *overrides])
 
 
 def stage_seconds(runs_dir: Path, names: list[str]) -> dict[str, float]:
     """Seconds per stage summed over the named run folders (from their ``done`` files)."""
-    from w2sclip.run.folder import RunFolder
-
     total: dict[str, float] = defaultdict(float)
     for name in names:
         done = RunFolder(runs_dir / name).read_json("done", {})
@@ -43,10 +45,6 @@ def run_demo(out: str | Path = "w2sclip-out", quick: bool = False, overrides: tu
     Returns ``{"sweep", "report" (path of report.md), "records", "timings", "reused", "failed"}``
     (``reused``: runs copied from the cache's finished runs, see :mod:`w2sclip.run.reuse`).
     """
-    from w2sclip.report import build_report, load_runs
-    from w2sclip.run import run_folder
-    from w2sclip.sweep import run_sweep
-
     out = Path(out)
     t0 = time.perf_counter()
     sweep = demo_sweep(quick, overrides)

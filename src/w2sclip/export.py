@@ -17,14 +17,14 @@ from typing import Iterable, Optional
 import numpy as np
 from PIL import Image
 
+from w2sclip.run.folder import RunFolder
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 FORMAT_VERSION = 1
 
 
 def export_classifier(run_dir: str | Path, out: str | Path, method: str = "cpl") -> Path:
     """Copy the fitted head of ``method`` from a finished run folder into ``out`` with its metadata."""
-    from w2sclip.run.folder import RunFolder
-
     run, out = RunFolder(run_dir), Path(out)
     if not run.is_done:
         raise FileNotFoundError(f"{run_dir} is not a finished run folder (no 'done' marker); pass a "

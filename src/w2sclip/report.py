@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from w2sclip import plots
+from w2sclip.eval.ladder import ladders
 from w2sclip.eval.metrics import mean_std
 from w2sclip.eval.regime import builtin_targets, flag_notes, regime_table, targets_table
 from w2sclip.run.folder import RunFolder
@@ -151,8 +152,6 @@ def ladder_section(records: list[dict], plots_dir: Path | None = None,
     """Markdown lines of every pretraining ladder in ``records`` (``eval.ladder``): per strong model
     (by samples seen) and domain, each method's gain over zero-shot and over KD+LP and its PGR;
     with ``plots_dir``, the figure too. Nothing when no group has two strong models of known size."""
-    from w2sclip.eval.ladder import ladders
-
     parts = []
     for i, lad in enumerate(ladders(records, per_image)):
         where = f"dataset = {lad.dataset}, weak = {lad.weak}" + (f", protocol = {lad.protocol}" if lad.protocol else "")

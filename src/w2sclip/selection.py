@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from w2sclip.data.splits import stratified_split
+from w2sclip.eval.metrics import mean_std
 from w2sclip.losses import kd_loss_from_probs
 from w2sclip.methods import METHODS, get_method
 from w2sclip.run.fit import FitInputs, make_splits, softmax
@@ -142,8 +143,6 @@ def selection_table(records: list[dict]) -> str:
     """Markdown: rows = (method, rule), columns = strong models; mean accuracy (%) on half B of
     D_test over domains and seeds, with the std over seeds of the domain average. The best
     label-free rule of each method is in bold."""
-    from w2sclip.eval.metrics import mean_std
-
     strongs = list(dict.fromkeys(r["strong"] for r in records))
     lines = [f"| method | rule | {' | '.join(strongs)} | avg |", "|---" * (len(strongs) + 3) + "|"]
     for method in dict.fromkeys(r["method"] for r in records):

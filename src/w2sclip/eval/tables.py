@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from w2sclip.eval.pgr import pgr_cells as cells_of
+
 
 def method_order(methods: Iterable[str]) -> list[str]:
     """``weak``, then the registered methods in registry order, then the ceilings, then the rest."""
@@ -67,8 +69,6 @@ def pgr_cells(recs: list[dict], per_image: dict | None = None) -> tuple[list[str
     Each student is measured against its own head's ceiling (the record's ``ceiling`` field;
     ``eval.pgr``). ``per_image[(domain, seed)] = {method: bool array}`` (D_test correctness,
     images in the same order for every seed) adds the test images to the bootstrap."""
-    from w2sclip.eval.pgr import pgr_cells as cells_of
-
     domains = list(dict.fromkeys(r["domain"] for r in recs))
     acc = {(r["method"], r["domain"], r["seed"]): r["accuracy"] for r in recs}
     own = {r["method"]: r.get("ceiling") for r in recs if r.get("ceiling")}

@@ -11,6 +11,7 @@ import torch
 from w2sclip.methods.base import Method, as_probs, check_features, target_logits
 from w2sclip.methods.clip_adapter import SGD_AS_COOP
 from w2sclip.methods.training import budget_defaults, constraints_for, normalized_batch, optim_kwargs, train_head
+from w2sclip.models.strong.openclip import template_set
 
 FALLBACK_TEMPLATES = ["a photo of a {}."]
 """What ``templates="dataset"`` means when the prompt encoder was built without the dataset's
@@ -47,8 +48,6 @@ class CoOp(Method):
     grid = {"lr": [2e-4, 2e-3, 2e-2]}
 
     def _templates(self, prompt_encoder) -> list[str]:
-        from w2sclip.models.strong.openclip import template_set
-
         dataset = getattr(prompt_encoder, "templates", None)
         if dataset is None:
             if self.params["templates"] == "dataset":

@@ -33,6 +33,7 @@ import torch
 
 from w2sclip.methods.base import as_tensor
 from w2sclip.methods.params import BOOL, NON_NEGATIVE, NONE, POSITIVE, SEED, Interval, Options
+from w2sclip.models.strong.openclip import TEMPLATE_SETS
 
 SELECTIONS = ("val_loss", "val_acc", "fixed")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -62,12 +63,6 @@ def budget_defaults() -> dict[str, Any]:
             "patience": BUDGET.patience, "selection": "val_loss"}
 
 
-def _templates():
-    from w2sclip.models.strong.openclip import TEMPLATE_SETS
-
-    return Options(str, TEMPLATE_SETS)
-
-
 TRAINING_CONSTRAINTS: dict[str, Any] = {
     "lr": POSITIVE, "T": POSITIVE, "weight_decay": NON_NEGATIVE, "momentum": Interval(float, 0, 1, "left"),
     "max_steps": Interval(int, 0, None), "epochs": [NONE, Interval(int, 0, None)],
@@ -75,7 +70,7 @@ TRAINING_CONSTRAINTS: dict[str, Any] = {
     "batch_size": Interval(int, 0, None), "selection": Options(str, SELECTIONS),
     "optimizer": Options(str, OPTIMIZERS), "schedule": Options(str, SCHEDULES),
     "warmup_epochs": Interval(float, 0, None, "left"), "warmup_lr": POSITIVE, "eps": POSITIVE,
-    "hard_labels": BOOL, "learn_scale": BOOL, "seed": SEED, "templates": _templates(),
+    "hard_labels": BOOL, "learn_scale": BOOL, "seed": SEED, "templates": Options(str, TEMPLATE_SETS),
 }
 """Constraints of the keys methods share (``w2sclip.methods.params``)."""
 

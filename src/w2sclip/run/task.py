@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from w2sclip.config import RunConfig
+from w2sclip.data import get_dataset, parse_name
 from w2sclip.data.manifest import ImageDataset
+from w2sclip.models.weak import get_weak_class
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,6 @@ class Task:
 def dataset_root(cfg: RunConfig, cache_dir: Path) -> Path | str:
     """The dataset folder: ``cfg.root``, the generated built-in benchmark in the cache, or the
     source of a source-named dataset (``hf:<hub id or folder>``)."""
-    from w2sclip.data import parse_name
-
     family, source = parse_name(cfg.dataset, cfg.root)
     if family != cfg.dataset:
         return source
@@ -60,9 +60,6 @@ def dataset_root(cfg: RunConfig, cache_dir: Path) -> Path | str:
 
 def load_task(cfg: RunConfig, cache_dir: Path) -> Task:
     """The run's task, checked: test images exist, >= 2 classes, same classes as D_train."""
-    from w2sclip.data import get_dataset
-    from w2sclip.models.weak import get_weak_class
-
     root = dataset_root(cfg, cache_dir)
     opts = dict(cfg.dataset_options)
     test = get_dataset(cfg.dataset, root=root, domain=cfg.domain, split="test", **opts)

@@ -19,6 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from w2sclip.data.images import BadImageError
+from w2sclip.data.splits import subsample_per_class
+
 log = logging.getLogger(__name__)
 
 EXECUTION_OPTIONS = ("num_workers", "device", "offline", "cache_dir")
@@ -70,8 +73,6 @@ def subsample(dataset, labels_per_class: int | None, seed: int):
     """``dataset`` restricted to at most ``labels_per_class`` samples per class (the labelled budget)."""
     if labels_per_class is None:
         return dataset
-    from w2sclip.data.splits import subsample_per_class
-
     idx = subsample_per_class(np.asarray(dataset.labels), labels_per_class, seed)
     return dataclasses.replace(dataset, samples=[dataset.samples[i] for i in idx])
 
@@ -93,8 +94,6 @@ class _Safe(torch.utils.data.Dataset):
         return (self.dataset.transform(img) if self.dataset.transform else img), y
 
     def __getitem__(self, i: int):
-        from w2sclip.data.images import BadImageError
-
         try:
             x, y = self._read(i)
         except BadImageError as e:

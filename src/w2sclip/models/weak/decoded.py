@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from w2sclip.data.images import FAITHFUL_VERSION, BadImageError
+from w2sclip.models.weak.base import _collate
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ def augmented_loader(dataset, transform, side: int, batch_size: int, seed: int, 
                      device: str = "cpu", what: str = "weak model") -> torch.utils.data.DataLoader:
     """A shuffled DataLoader of (x, y, indices, []) batches, as ``finetune`` takes, over the
     images of ``dataset`` decoded once at ``side`` px and augmented by ``transform`` each epoch."""
-    from w2sclip.models.weak.base import _collate
-
     images, ok = decode_once(dataset, side, num_workers, what)
     if not ok.any():
         raise ValueError(f"{what}: none of the {len(ok)} training images could be read; check the "

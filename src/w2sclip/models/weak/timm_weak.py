@@ -9,7 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from w2sclip.data.splits import subsample_per_class
 from w2sclip.models.weak.base import WeakSupervisor
+from w2sclip.models.weak.decoded import TRAIN_DECODE
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +144,10 @@ class LowResWeak(WeakSupervisor):
     def identity(self) -> dict:
         import timm
 
-        from w2sclip.models.weak.decoded import TRAIN_DECODE
-
         return {"kind": self.kind, **self.config, "timm": timm.__version__, "torch": torch.__version__,
                 "decode": TRAIN_DECODE}
 
     def fit(self, train, seed: int = 0) -> LowResWeak:
-        from w2sclip.data.splits import subsample_per_class
-
         labels = np.asarray(train.labels)
         idx = subsample_per_class(labels, self.labels_per_class, seed)
         subset = replace(train, samples=[train.samples[i] for i in idx])
