@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from w2sclip.fileio import NotWritableError, check_writable
+from w2sclip.fileio import NotWritableError, check_writable, default_cache_dir
 
 
 ONE_LINE_ERRORS = "w2sclip.one_line_errors"
@@ -382,7 +382,6 @@ def extract_cmd(
     """Encode a dataset's images once into the sharded, resumable feature cache (docs/cache.md)."""
     from w2sclip.data import get_dataset
     from w2sclip.features.extract import default_device, extract, parse_shard
-    from w2sclip.fileio import default_cache_dir
     from w2sclip.models.strong.openclip import load_strong
 
     _setup_logging(quiet)

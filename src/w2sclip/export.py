@@ -17,6 +17,7 @@ from typing import Iterable, Optional
 import numpy as np
 from PIL import Image
 
+from w2sclip.run.fit import softmax
 from w2sclip.run.folder import RunFolder
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -108,10 +109,7 @@ class TextFreeClassifier:
 
     def predict_proba(self, images: Iterable) -> np.ndarray:
         """Class probabilities (N, C)."""
-        z = self.logits_from_features(self.features(images)).astype(np.float64)
-        z -= z.max(1, keepdims=True)
-        e = np.exp(z)
-        return (e / e.sum(1, keepdims=True)).astype(np.float32)
+        return softmax(self.logits_from_features(self.features(images)).astype(np.float64)).astype(np.float32)
 
     def predict(self, images: Iterable) -> np.ndarray:
         """Class indices (N,)."""
