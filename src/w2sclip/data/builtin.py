@@ -35,6 +35,7 @@ TEMPLATES: tuple[str, ...] = tuple(
     f"{'an' if w[0] in 'aeiou' else 'a'} {w} of a {{}}." for w in STYLE_WORDS.values())
 _PURPOSE = {"dataset": 1, "pretrain": 2}
 _SPLIT_CODE = {"train": 0, "test": 1}
+_COLOUR_CODES = [*COLOURS, "grey"]  # a corpus image's colour code indexes this list ("grey": sketches)
 
 
 @dataclass(frozen=True)
@@ -222,14 +223,13 @@ def _corpus_chunk(args):
     seed, start, stop, domains, image_size, world = args
     imgs = np.empty((stop - start, image_size, image_size, 3), np.uint8)
     meta = np.empty((stop - start, 3), np.int16)
-    colours = list(COLOURS) + ["grey"]
     for j, i in enumerate(range(start, stop)):
         pick = np.random.default_rng([_PURPOSE["pretrain"], seed, i])
         label, domain = int(pick.integers(len(CLASSNAMES))), domains[pick.integers(len(domains))]
         img, colour = draw(label, domain, image_rng("pretrain", seed, DOMAINS.index(domain), label, i),
                            image_size, world)
         imgs[j] = np.asarray(img)
-        meta[j] = (label, DOMAINS.index(domain), colours.index(colour))
+        meta[j] = (label, DOMAINS.index(domain), _COLOUR_CODES.index(colour))
     return imgs, meta
 
 
@@ -250,10 +250,9 @@ def render_corpus(n: int, seed: int, domains: tuple[str, ...] = DOMAINS, image_s
 
 def corpus_caption(meta_row: np.ndarray, rng: np.random.Generator, captions: str = "clean") -> str:
     """Caption of one corpus image from its (label, domain, colour) codes, under a caption profile."""
-    colours = list(COLOURS) + ["grey"]
     domain = DOMAINS[int(meta_row[1])]
     noise = caption_profile(captions)[domain]  # "clean": omit 0 and no confusions, the same draws
-    return caption(int(meta_row[0]), domain, colours[int(meta_row[2])], rng, noise,
+    return caption(int(meta_row[0]), domain, _COLOUR_CODES[int(meta_row[2])], rng, noise,
                    _confusions(captions, domain))
 
 
