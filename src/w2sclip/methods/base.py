@@ -102,6 +102,13 @@ def target_logits(y, num_classes: int, hard_labels: bool = False) -> torch.Tenso
     return teacher_logits(hard(Y) if hard_labels else Y)
 
 
+def validation_set(X_val, y_val, num_classes: int, hard_labels: bool = False) -> tuple:
+    """``(features, teacher logits)`` of a validation set for ``train_head``; ``(None, None)`` without one."""
+    if X_val is None:
+        return None, None
+    return check_features(X_val, "X_val"), target_logits(y_val, num_classes, hard_labels)
+
+
 def check_features(X, name: str = "X") -> np.ndarray:
     """Features (N, D) as float32, not copied when they already are (memory maps stay mapped)."""
     X = np.asarray(X, dtype=np.float32)

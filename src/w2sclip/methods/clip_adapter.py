@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from w2sclip.methods.base import Method, as_probs, check_features, hard, target_logits, teacher_logits
+from w2sclip.methods.base import Method, as_probs, check_features, hard, teacher_logits, validation_set
 from w2sclip.methods.params import UNIT, Interval
 from w2sclip.methods.training import budget_defaults, constraints_for, optim_kwargs, train_head
 
@@ -56,8 +56,7 @@ class CLIPAdapter(Method):
             self.adapter_ = torch.nn.Sequential(
                 torch.nn.Linear(d, hidden, bias=False), torch.nn.ReLU(),
                 torch.nn.Linear(hidden, d, bias=False), torch.nn.ReLU())
-        Xv = check_features(X_val, "X_val") if X_val is not None else None
-        Yv = target_logits(y_val, w.shape[0], p["hard_labels"]) if X_val is not None else None
+        Xv, Yv = validation_set(X_val, y_val, w.shape[0], p["hard_labels"])
         self.history_ = train_head(list(self.adapter_.parameters()), self._logits, self._loss, X,
                                    teacher_logits(Y), **optim_kwargs(p), X_val=Xv, Y_val=Yv, step_fn=self._grad())
         self.fitted_ = True

@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from w2sclip.methods.base import Method, as_probs, check_features, target_logits
+from w2sclip.methods.base import Method, as_probs, check_features, target_logits, validation_set
 from w2sclip.methods.clip_adapter import SGD_AS_COOP
 from w2sclip.methods.training import budget_defaults, constraints_for, normalized_batch, optim_kwargs, train_head
 from w2sclip.models.strong.openclip import template_set
@@ -69,8 +69,7 @@ class CoOp(Method):
         self.templates_ = self._templates(prompt_encoder)
         self.ctx_ = [torch.nn.Parameter(t) for t in prompt_encoder.prepare_templates(self.templates_)]
         self._encoder = prompt_encoder
-        Xv = check_features(X_val, "X_val") if X_val is not None else None
-        Yv = target_logits(y_val, c, p["hard_labels"]) if X_val is not None else None
+        Xv, Yv = validation_set(X_val, y_val, c, p["hard_labels"])
         self.history_ = train_head(self.ctx_, self._logits_normalized, self._loss, X,
                                    target_logits(as_probs(y, c), c, p["hard_labels"]), **optim_kwargs(p),
                                    X_val=Xv, Y_val=Yv, on_step=on_step, batch_fn=normalized_batch)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from w2sclip.methods.base import Method, as_probs, as_tensor, check_features, hard, target_logits, teacher_logits
+from w2sclip.methods.base import Method, as_probs, as_tensor, check_features, hard, teacher_logits, validation_set
 from w2sclip.methods.params import NON_NEGATIVE
 from w2sclip.methods.training import budget_defaults, constraints_for, normalized_batch, optim_kwargs, train_head
 
@@ -48,8 +48,7 @@ class TipAdapterF(Method):
         self.text_weights_, self.logit_scale_ = w, s
         self.keys_ = torch.nn.Parameter(F.normalize(torch.as_tensor(X), dim=1).clone())
         self.values_ = torch.as_tensor(Y)
-        Xv = check_features(X_val, "X_val") if X_val is not None else None
-        Yv = target_logits(y_val, w.shape[0], p["hard_labels"]) if X_val is not None else None
+        Xv, Yv = validation_set(X_val, y_val, w.shape[0], p["hard_labels"])
         self.history_ = train_head([self.keys_], self._logits_normalized, self._loss, X, teacher_logits(Y),
                                    **optim_kwargs(p), X_val=Xv, Y_val=Yv, batch_fn=normalized_batch)
         self.fitted_ = True
