@@ -6,7 +6,7 @@ Every path decodes through ``open_image`` (faithful modes, EXIF orientation, bad
 * ``pil``: full-size decode, the reference;
 * ``pil-draft``: JPEGs decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg-turbo through
   PIL ``Image.draft``), never below the model's input side, then resized and cropped in one step
-  (``fused_resize_crop``); other formats exactly as ``pil``;
+  by torch's antialiased uint8 resampling (``fused_resize_crop``); other formats exactly as ``pil``;
 * ``turbo``: as ``pil-draft``, but plain JPEGs (YCbCr or grey, no EXIF block, complete) are
   decoded by libjpeg-turbo through ``simplejpeg`` at the smallest of its sixteen M/8 scales
   (not only 1/2, 1/4, 1/8) that keeps both sides >= the model's input side: a 400 px photo is
@@ -43,8 +43,8 @@ from w2sclip.data.manifest import ImageDataset
 
 log = logging.getLogger(__name__)
 
-DECODE_VERSION = 1
-"""Bumped when a decode path changes its numbers (part of ``decode_identity``)."""
+DECODE_VERSION = 2
+"""2: JPEGs of ``pil-draft`` and ``turbo`` resized by torch's uint8 resampling (PIL before). Bumped when a decode path changes its numbers (part of ``decode_identity``)."""
 
 DECODE_PATHS = ("pil", "pil-draft", "turbo", "nvjpeg")
 DECODE_CHOICES = ("auto", *DECODE_PATHS)
@@ -129,8 +129,9 @@ class ImageDecoder:
 
     def identity(self) -> dict:
         """What the feature-cache key records about decoding (values change the numbers)."""
+        torch_resize = self.method == "nvjpeg" or self.fused is not None  # JPEGs resized by torch
         ident = {"path": self.method, "version": DECODE_VERSION, "draft": self.draft,
-                 "faithful": FAITHFUL_VERSION, "resize": "torch" if self.method == "nvjpeg" else "pil"}
+                 "faithful": FAITHFUL_VERSION, "resize": "torch" if torch_resize else "pil"}
         if self.method == "turbo":
             import simplejpeg
 
@@ -168,11 +169,13 @@ class ImageDecoder:
         return self._finish(*read_image(path, draft=self.draft))
 
     def _finish(self, img, jpeg: bool) -> torch.Tensor:
-        if self.steps is None:
-            return self.preprocess(img)
-        # JPEGs are resized and cropped in one step (the crop's pixels only); lossless formats
-        # go through the model's own steps, so they give exactly the reference's numbers
-        return _hwc_to_chw(self.fused(img) if jpeg and self.fused else self.steps(img))
+        # JPEGs are resized and cropped in one step by torch's uint8 resampling (see
+        # fused_resize_crop); lossless formats go through the model's own steps, so they give
+        # exactly the reference's numbers
+        if jpeg and self.fused:
+            return self.fused(img)
+        img = Image.fromarray(img) if isinstance(img, np.ndarray) else img
+        return self.preprocess(img) if self.steps is None else _hwc_to_chw(self.steps(img))
 
     def zeros(self) -> torch.Tensor:
         """The placeholder of an unreadable image."""
@@ -238,32 +241,41 @@ class ImageDecoder:
 
 
 def fused_resize_crop(steps) -> Callable | None:
-    """For PIL steps ``Resize(S)`` (shorter side) + ``CenterCrop(S)``: one function that resizes
-    only the crop's source region to (S, S), with the same pixel mapping and filter scale (equal
-    to the two steps up to 1/255 on a few pixels when shrinking); None for any other steps."""
+    """For PIL steps ``Resize(S)`` (shorter side, bicubic or bilinear) + ``CenterCrop(S)``: one
+    function from an RGB image (PIL or uint8 (H, W, 3) array) to the uint8 (3, S, S) crop, resized by
+    torch's antialiased uint8 resampling (``interpolate(..., antialias=True)`` on uint8, a port of
+    Pillow-SIMD's: about 3x faster than PIL here and equal to PIL's Resize + CenterCrop on 99.7 %
+    of the values, never off by more than 2); None for any other steps. Images over 8:1 resize only
+    the crop's source box, with PIL (a full resize of a 1 x 5000 strip would take gigabytes)."""
     from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
     ts = [t for t in getattr(steps, "transforms", []) if type(t).__name__ != "MaybeConvertMode"]
     if len(ts) != 2 or not isinstance(ts[0], Resize) or not isinstance(ts[1], CenterCrop) or ts[0].max_size:
         return None
     size = ts[0].size if isinstance(ts[0].size, int) else (ts[0].size[0] if len(ts[0].size) == 1 else None)
-    resample = {InterpolationMode.BICUBIC: Image.BICUBIC, InterpolationMode.BILINEAR: Image.BILINEAR}.get(
-        ts[0].interpolation)
-    if size is None or tuple(ts[1].size) != (size, size) or resample is None:
+    mode = {InterpolationMode.BICUBIC: "bicubic", InterpolationMode.BILINEAR: "bilinear"}.get(ts[0].interpolation)
+    if size is None or tuple(ts[1].size) != (size, size) or mode is None:
         return None
 
-    def resize_crop(img):
-        w, h = img.size
+    def resize_crop(img) -> torch.Tensor:
+        arr = img if isinstance(img, np.ndarray) else np.array(img)
+        h, w = arr.shape[:2]
         nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # torchvision's rule
         left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
-        sx, sy = w / nw, h / nh
-        return img.resize((size, size), resample, box=(left * sx, top * sy, (left + size) * sx, (top + size) * sy))
+        if max(nw, nh) > 8 * size:
+            sx, sy = w / nw, h / nh
+            box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+            resample = Image.BICUBIC if mode == "bicubic" else Image.BILINEAR
+            return _hwc_to_chw(Image.fromarray(arr).resize((size, size), resample, box=box))
+        x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)  # channels-last, as the fast kernel wants
+        out = torch.nn.functional.interpolate(x, size=(nh, nw), mode=mode, antialias=True)
+        return out[0, :, top:top + size, left:left + size].contiguous()
 
     return resize_crop
 
 
 def turbo_decode(data: bytes, min_side: int):
-    """An RGB PIL image of a plain JPEG decoded by libjpeg-turbo (``simplejpeg``) at the smallest
+    """A uint8 RGB (H, W, 3) array of a plain JPEG decoded by libjpeg-turbo (``simplejpeg``) at the smallest
     of its M/8 scales whose sides both stay >= ``min_side``; None for anything that is not a
     complete YCbCr or grey JPEG without an EXIF block (CMYK, EXIF orientation, truncated or
     corrupt data), which ``read_image`` then decodes or reports. At scale 1 the pixels equal PIL's."""
@@ -274,7 +286,7 @@ def turbo_decode(data: bytes, min_side: int):
     try:
         if simplejpeg.decode_jpeg_header(data)[2] not in ("YCbCr", "Gray"):
             return None
-        return Image.fromarray(simplejpeg.decode_jpeg(data, "RGB", min_height=min_side, min_width=min_side))
+        return simplejpeg.decode_jpeg(data, "RGB", min_height=min_side, min_width=min_side)
     except ValueError:  # strict: truncated or corrupt data
         return None
 
