@@ -54,4 +54,14 @@ def test_golden_outputs(name):
     if name not in stored:
         pytest.fail(f"no golden output for {name!r}; create it with W2SCLIP_UPDATE_GOLDEN=1 "
                     f"python -m pytest tests/test_golden.py")
-    np.testing.assert_allclose(out, np.asarray(stored[name]), atol=2e-4)
+    want = np.asarray(stored[name])
+    # logconf hardens the student's own predictions (argmax plus prior-matching biases) at every
+    # step: a float rounding that differs between CPUs (AVX2 vs AVX-512 kernels) can flip one
+    # hardened label and move its probabilities by ~1e-3 (1.4e-3 on an AMD EPYC, 2026-12-05);
+    # its predictions must still be the same
+    np.testing.assert_allclose(out, want, atol=LOOSER.get(name, 2e-4))
+    assert np.array_equal(out.argmax(1), want.argmax(1))
+
+
+LOOSER = {"logconf": 5e-3}
+"""Methods whose golden outputs move across CPUs by more than 2e-4 (see test_golden_outputs)."""

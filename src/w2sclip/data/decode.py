@@ -1,7 +1,8 @@
 """Image files -> model input batches, fast: the decode paths of feature extraction (docs/decoding.md).
 
 Every path decodes through ``open_image`` (faithful modes, EXIF orientation, bad files raise
-``BadImageError``) and then applies the model's own resize and crop:
+``BadImageError``) or a faster decoder of the same pixels, and then resizes and crops as the
+model's preprocess does (its own PIL steps, or for JPEGs torch's equivalent on uint8):
 
 * ``pil``: full-size decode, the reference;
 * ``pil-draft``: JPEGs decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg-turbo through
