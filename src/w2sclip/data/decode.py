@@ -45,7 +45,8 @@ from w2sclip.data.manifest import ImageDataset
 log = logging.getLogger(__name__)
 
 DECODE_VERSION = 2
-"""2: JPEGs of ``pil-draft`` and ``turbo`` resized by torch's uint8 resampling (PIL before). Bumped when a decode path changes its numbers (part of ``decode_identity``)."""
+"""Bumped when a decode path changes its numbers (part of ``decode_identity``). 2: JPEGs of
+``pil-draft`` and ``turbo`` (and nvjpeg's CPU fallback) resized by torch's uint8 resampling, not PIL."""
 
 DECODE_PATHS = ("pil", "pil-draft", "turbo", "nvjpeg")
 DECODE_CHOICES = ("auto", *DECODE_PATHS)
@@ -245,9 +246,10 @@ def fused_resize_crop(steps) -> Callable | None:
     """For PIL steps ``Resize(S)`` (shorter side, bicubic or bilinear) + ``CenterCrop(S)``: one
     function from an RGB image (PIL or uint8 (H, W, 3) array) to the uint8 (3, S, S) crop, resized by
     torch's antialiased uint8 resampling (``interpolate(..., antialias=True)`` on uint8, a port of
-    Pillow-SIMD's: about 3x faster than PIL here and equal to PIL's Resize + CenterCrop on 99.7 %
-    of the values, never off by more than 2); None for any other steps. Images over 8:1 resize only
-    the crop's source box, with PIL (a full resize of a 1 x 5000 strip would take gigabytes)."""
+    Pillow-SIMD's: about 3x faster than PIL here, and on the benchmark's JPEGs equal to PIL's
+    Resize + CenterCrop on 99.7 % of the values, never off by more than 2); None for any other
+    steps. Images over 8:1 resize only the crop's source box, with PIL (a full resize of a
+    1 x 5000 strip would take gigabytes)."""
     from torchvision.transforms import CenterCrop, InterpolationMode, Resize
 
     ts = [t for t in getattr(steps, "transforms", []) if type(t).__name__ != "MaybeConvertMode"]
@@ -276,8 +278,8 @@ def fused_resize_crop(steps) -> Callable | None:
 
 
 def turbo_decode(data: bytes, min_side: int):
-    """A uint8 RGB (H, W, 3) array of a plain JPEG decoded by libjpeg-turbo (``simplejpeg``) at the smallest
-    of its M/8 scales whose sides both stay >= ``min_side``; None for anything that is not a
+    """A uint8 RGB (H, W, 3) array of a plain JPEG decoded by libjpeg-turbo (``simplejpeg``) at the
+    smallest of its M/8 scales whose sides both stay >= ``min_side``; None for anything that is not a
     complete YCbCr or grey JPEG without an EXIF block (CMYK, EXIF orientation, truncated or
     corrupt data), which ``read_image`` then decodes or reports. At scale 1 the pixels equal PIL's."""
     import simplejpeg
