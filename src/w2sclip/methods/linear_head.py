@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-LOSSES = ("kd", "logconf", "adaptconf")
+LOSSES = ("kd", "logconf", "adaptconf", "product")
 _EPS = 1e-12  # as torch.nn.functional.normalize
 _TINY = torch.finfo(torch.float32).tiny
 BLOCK_ROWS = 2048
@@ -66,11 +66,14 @@ class LinearHeadGrad:
                  log_scale: torch.Tensor | None = None, loss: str = "kd", T: float = 1.0,
                  alpha_fn: Callable[[float], float] | None = None, theta: float = 0.5,
                  matcher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 theta_relative: bool = False) -> None:
+                 theta_relative: bool = False, exponents: tuple[float, float] = (1.0, 1.0)) -> None:
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
         if loss == "logconf" and (alpha_fn is None or T != 1.0):
             raise ValueError("the logconf loss needs alpha_fn and works at T = 1")
+        if loss == "product" and T != 1.0:
+            raise ValueError("the product loss works at T = 1")
+        self.exponents = (float(exponents[0]), float(exponents[1]))  # product: (alpha weak, beta student)
         self.weight, self.bias, self.log_scale = weight, bias, log_scale
         self.loss, self.T, self.alpha_fn, self.theta = loss, float(T), alpha_fn, float(theta)
         self.theta_relative = theta_relative  # cosine head: AdaptConf's temperature is theta * s
@@ -93,7 +96,7 @@ class LinearHeadGrad:
         if c is not None and c[0] is x and c[1] is teacher:
             return c[2:]
         p_t = softmax_(teacher / self.T if self.T != 1.0 else teacher, torch.empty_like(teacher))
-        if not full_batch or self.loss == "adaptconf":
+        if not full_batch or self.loss in ("adaptconf", "product"):
             out = (p_t, None, None)
         else:
             out = (None, p_t.t() @ x, p_t.sum(0) if self.bias is not None else None)
@@ -166,6 +169,15 @@ class LinearHeadGrad:
         if a != 0.0:
             P.index_put_((torch.arange(len(P)), top), torch.tensor(-a), accumulate=True)
         return (P.sub_(p_t, alpha=1 - a) if p_t is not None else P), 1 - a, 1.0
+
+    def _product(self, Z, p_t, teacher, progress):
+        """dL/dz = (softmax(z) - q) / n with ``q ∝ softmax(z)^beta * p_t^alpha`` (no gradient
+        through q): openai/weak-to-strong ``product_loss_fn``."""
+        a, b = self.exponents
+        P = self._softmax(Z)
+        q = P.pow(b).mul_(p_t.pow(a) if a != 1.0 else p_t)
+        q.div_(q.sum(1, keepdim=True).clamp_min_(_TINY))
+        return P.sub_(q), 0.0, 1.0
 
     def _adaptconf(self, Z, p_t, teacher, progress):
         """dL/dz = ((1 - a_i) T (softmax(z / T) - p_t) + a_i (softmax(z) - onehot(argmax z))) / n,

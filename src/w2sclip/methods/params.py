@@ -96,6 +96,20 @@ class TypeOf:
                 else _TYPE_NAMES.get(self.type, self.type.__name__))
 
 
+@dataclass(frozen=True)
+class PairOf:
+    """A list (or tuple) of two values, each satisfying ``item`` (e.g. Tip-Adapter's
+    ``search_scale``)."""
+
+    item: Interval
+
+    def is_satisfied_by(self, v: Any) -> bool:
+        return isinstance(v, (list, tuple)) and len(v) == 2 and all(self.item.is_satisfied_by(x) for x in v)
+
+    def __str__(self) -> str:
+        return f"a list of two values, each {self.item}"
+
+
 class _NoneConstraint:
     def is_satisfied_by(self, v: Any) -> bool:
         return v is None

@@ -9,11 +9,13 @@ evaluation are restored. Each method's defaults take these numbers from ``BUDGET
 budget is changed in one place. ``selection="val_acc"`` scores argmax agreement instead of the
 loss, ``"fixed"`` trains the whole budget. No test labels are ever involved.
 
-The optimiser, its step size and schedule are part of each method (its paper's):
-``optimizer="adam"`` (``torch.optim.Adam``), ``"adamw"`` (``torch.optim.AdamW``, decoupled
-weight decay) or ``"sgd"`` (``torch.optim.SGD`` with momentum); ``schedule="cosine"`` anneals
-the step size to 0 over the budget (``CosineAnnealingLR`` stepped per step) after
-``warmup_epochs`` epochs at the constant ``warmup_lr`` (Dassl's "constant" warm-up, as CoOp).
+The optimiser, its step size and schedule are part of each method (its authors' recipe,
+docs/methods.md): ``optimizer="adam"`` (``torch.optim.Adam``), ``"adamw"`` (``torch.optim.AdamW``,
+decoupled weight decay) or ``"sgd"`` (``torch.optim.SGD`` with momentum); ``schedule`` is one of
+``SCHEDULES`` (``lr_at``), stepped once per optimiser step or once per epoch
+(``schedule_unit``), over the fit's own length (``epochs`` passes, or ``max_steps`` steps).
+``eval_every=0`` evaluates once per epoch; ``patience=0`` never stops early (the whole schedule
+runs and the best evaluation is kept).
 
 Gradients come from autograd through ``loss_fn(logits_fn(x), y, progress)``, or from a
 ``step_fn`` that writes them directly (the linear heads, ``linear_head.py``: two matrix
@@ -37,7 +39,8 @@ from w2sclip.models.strong.openclip import TEMPLATE_SETS
 
 SELECTIONS = ("val_loss", "val_acc", "fixed")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "cosine_dassl", "cosine_timm")
+SCHEDULE_UNITS = ("step", "epoch")
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,11 @@ def budget_defaults() -> dict[str, Any]:
 TRAINING_CONSTRAINTS: dict[str, Any] = {
     "lr": POSITIVE, "T": POSITIVE, "weight_decay": NON_NEGATIVE, "momentum": Interval(float, 0, 1, "left"),
     "max_steps": Interval(int, 0, None), "epochs": [NONE, Interval(int, 0, None)],
-    "eval_every": Interval(int, 1, None), "patience": Interval(int, 1, None),
+    "eval_every": Interval(int, 0, None), "patience": Interval(int, 0, None),
     "batch_size": Interval(int, 0, None), "selection": Options(str, SELECTIONS),
     "optimizer": Options(str, OPTIMIZERS), "schedule": Options(str, SCHEDULES),
     "warmup_epochs": Interval(float, 0, None, "left"), "warmup_lr": POSITIVE, "eps": POSITIVE,
+    "min_lr": NON_NEGATIVE, "schedule_unit": Options(str, SCHEDULE_UNITS), "drop_last": BOOL,
     "hard_labels": BOOL, "learn_scale": BOOL, "seed": SEED, "templates": Options(str, TEMPLATE_SETS),
 }
 """Constraints of the keys methods share (``w2sclip.methods.params``)."""
@@ -83,14 +87,21 @@ def constraints_for(defaults: dict[str, Any], **specific: Any) -> dict[str, Any]
 def optim_kwargs(p: dict[str, Any]) -> dict[str, Any]:
     """``train_head`` keyword arguments of the budget and optimiser keys of a method's params."""
     keys = ("lr", "max_steps", "epochs", "eval_every", "patience", "batch_size", "seed", "selection",
-            "weight_decay", "optimizer", "momentum", "eps", "schedule", "warmup_epochs", "warmup_lr")
+            "weight_decay", "optimizer", "momentum", "eps", "schedule", "schedule_unit", "warmup_epochs",
+            "warmup_lr", "min_lr", "drop_last")
     return {k: p[k] for k in keys if k in p}
 
 
-def total_steps(n: int, batch_size: int, max_steps: int, epochs: int | None) -> int:
-    """Steps a fit takes at most: ``epochs`` passes over n rows when given, else ``max_steps``."""
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimiser steps of one pass over n rows in batches of ``batch_size`` (0: full batch); with
+    ``drop_last`` the last, smaller batch is dropped (as a ``DataLoader(drop_last=True)``)."""
     bs = n if batch_size <= 0 or batch_size >= n else batch_size
-    return max_steps if epochs is None else epochs * -(-n // max(bs, 1))
+    return max(1, n // bs if drop_last else -(-n // max(bs, 1)))
+
+
+def total_steps(n: int, batch_size: int, max_steps: int, epochs: int | None, drop_last: bool = False) -> int:
+    """Steps a fit takes at most: ``epochs`` passes over n rows when given, else ``max_steps``."""
+    return max_steps if epochs is None else epochs * steps_per_epoch(n, batch_size, drop_last)
 
 
 class Adam:
@@ -168,19 +179,33 @@ def make_optimizer(params: list[torch.Tensor], name: str, lr: float, weight_deca
     raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
-def lr_at(step: int, lr: float, total: int, schedule: str = "constant", warmup_steps: int = 0,
-          warmup_lr: float = 1e-5) -> float:
-    """Step size of optimiser step ``step`` (0-based) of ``total``: ``warmup_lr`` for the first
-    ``warmup_steps`` steps, then ``lr`` (constant) or ``lr * (1 + cos(pi * t / T)) / 2`` with
-    t, T counted after the warm-up (cosine)."""
-    if step < warmup_steps:
-        return warmup_lr
+def lr_at(t: int, lr: float, total: int, schedule: str = "constant", warmup: float = 0,
+          warmup_lr: float = 1e-5, min_lr: float = 0.0) -> float:
+    """Step size at time ``t`` (0-based, in steps or epochs: the schedule's unit) of ``total``.
+
+    - ``constant``: ``lr``.
+    - ``cosine``: ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=total, eta_min=min_lr)``
+      stepped once per unit: ``min_lr + (lr - min_lr) (1 + cos(pi t / total)) / 2`` (as
+      openai/weak-to-strong and Tip-Adapter step it, once per optimiser step).
+    - ``cosine_dassl``: Dassl's ``ConstantWarmupScheduler`` around ``CosineAnnealingLR(T_max=
+      total)`` (``WARMUP_RECOUNT``: the cosine's count starts after the warm-up): ``warmup_lr``
+      for ``t < warmup``, then the cosine at ``t - warmup`` (CoOp, CLIP-Adapter; per epoch).
+    - ``cosine_timm``: timm's ``CosineLRScheduler(t_initial=total, warmup_t=warmup,
+      warmup_lr_init=warmup_lr, lr_min=min_lr)``: linear from ``warmup_lr`` to ``lr`` over the
+      warm-up, then the cosine at ``t`` itself (ggjy/vision_weak_to_strong; per epoch).
+    """
     if schedule == "constant":
         return lr
-    if schedule != "cosine":
+    if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    span = max(total - warmup_steps, 1)
-    return lr * (1 + math.cos(math.pi * (step - warmup_steps) / span)) / 2
+    total = max(total, 1)
+    if schedule == "cosine_dassl":
+        if t < warmup:
+            return warmup_lr
+        t = t - int(math.ceil(warmup))
+    elif schedule == "cosine_timm" and t < warmup:
+        return warmup_lr + t * (lr - warmup_lr) / warmup
+    return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * t / total)) / 2
 
 
 def take_rows(a, idx) -> Any:
@@ -206,33 +231,46 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
                selection: str = "val_loss", X_val=None, Y_val=None, eval_every: int = BUDGET.eval_every,
                patience: int = BUDGET.patience, min_delta: float = BUDGET.min_delta,
                weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9,
-               eps: float = 1e-8, schedule: str = "constant", warmup_epochs: float = 0,
-               warmup_lr: float = 1e-5,
+               eps: float = 1e-8, schedule: str = "constant", schedule_unit: str = "step",
+               warmup_epochs: float = 0, warmup_lr: float = 1e-5, min_lr: float = 0.0, drop_last: bool = False,
                on_step: Callable[[int], None] | None = None,
                batch_fn: Callable[[Any, Any], tuple] | None = None,
                step_fn: Callable[[Any, Any, float, bool], None] | None = None) -> dict:
     """Train ``params`` in place; returns the history (see below).
 
     At most ``max_steps`` steps, or exactly ``epochs`` passes over X when ``epochs`` is given
-    (``total_steps``). ``batch_fn(X_rows, Y_rows) -> (x, y)`` turns rows of X, Y (or of X_val,
-    Y_val) into what ``logits_fn`` and ``loss_fn`` take (default: tensors of the rows); it runs
-    once in full-batch mode and per minibatch otherwise. ``step_fn(x, y, progress, full_batch)``,
-    when given, writes the parameters' ``.grad`` instead of autograd (``full_batch`` says the
-    same batch comes back every step, so whatever depends only on it may be cached).
-    ``progress`` is the step's fraction of the budget (``step / total``). ``on_step(step)``,
-    when given, is called at step 0 and after every optimiser step.
+    (``total_steps``); each epoch visits the rows in a new random order (``seed``), in batches
+    of ``batch_size`` (0: full batch), the last one smaller (or dropped, ``drop_last``), as a
+    shuffled ``DataLoader``.
+    The step size follows ``lr_at(t, lr, total, schedule, warmup_epochs, warmup_lr, min_lr)``
+    with t and total counted in steps or in epochs (``schedule_unit``; a warm-up is given in
+    epochs and converted to steps for per-step schedules).
 
-    Validation scores ``loss_fn(logits_fn(x), y, 1.0)`` on ``batch_fn``'s batches of (X_val,
-    Y_val): each method's own training objective (at the end of its schedules) against the
-    targets hold_val's weak labels give it.
+    ``batch_fn(X_rows, Y_rows) -> (x, y)`` turns rows of X, Y (or of X_val, Y_val) into what
+    ``logits_fn`` and ``loss_fn`` take (default: tensors of the rows); it runs once in full-batch
+    mode and per minibatch otherwise. ``step_fn(x, y, progress, full_batch)``, when given,
+    writes the parameters' ``.grad`` instead of autograd (``full_batch`` says the same batch
+    comes back every step, so whatever depends only on it may be cached). ``progress`` is the
+    step's fraction of the fit's length (``step / total``). ``on_step(step)``, when given, is
+    called at step 0 and after every optimiser step.
+
+    Validation (``selection`` ``val_loss`` or ``val_acc``) every ``eval_every`` steps, or at the
+    end of every epoch when ``eval_every`` is 0: ``val_loss`` scores ``loss_fn(logits_fn(x), y,
+    1.0)`` (the method's own objective against hold_val's targets), ``val_acc`` the argmax
+    agreement with the targets' argmax (hold_val's weak labels for a student, its ground truth
+    for a ceiling). Training stops after ``patience`` evaluations without an improvement of more
+    than ``min_delta`` (relative; ``patience=0``: never), and the best evaluation's parameters
+    are restored. ``selection="fixed"`` trains the whole length and keeps the last parameters.
 
     History: ``stop_step`` (the step training ended at), ``best_step`` (the step whose
-    parameters were kept), ``hit_cap`` (True when training ran to the end of the budget rather
-    than stopping early), ``max_steps`` (the budget in steps), ``val_score`` (the kept
-    evaluation's score), ``selection``, and ``steps_run`` (= ``stop_step``).
+    parameters were kept), ``hit_cap`` (True when training ran to the end rather than stopping
+    early), ``max_steps`` (the fit's length in steps), ``val_score`` (the kept evaluation's
+    score), ``selection``, and ``steps_run`` (= ``stop_step``).
     """
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
+    if schedule_unit not in SCHEDULE_UNITS:
+        raise ValueError(f"unknown schedule_unit {schedule_unit!r}; valid: {', '.join(SCHEDULE_UNITS)}")
     if selection != "fixed" and X_val is None:
         selection = "fixed"  # nothing to validate on: fall back to the fixed budget
     batch_fn = batch_fn or _default_batch
@@ -240,9 +278,11 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
     n = len(X)
     bs = n if batch_size <= 0 or batch_size >= n else batch_size
     full = bs == n
-    per_epoch = -(-n // bs)
-    total = total_steps(n, batch_size, max_steps, epochs)
-    warmup_steps = int(math.ceil(warmup_epochs * per_epoch))
+    per_epoch = steps_per_epoch(n, batch_size, drop_last)
+    total = total_steps(n, batch_size, max_steps, epochs, drop_last)
+    per_epoch_schedule = schedule_unit == "epoch"
+    sched_total = -(-total // per_epoch) if per_epoch_schedule else total
+    warmup = warmup_epochs if per_epoch_schedule else warmup_epochs * per_epoch
     opt = make_optimizer(params, optimizer, lr, weight_decay=weight_decay, momentum=momentum, eps=eps)
     validate = selection != "fixed"
     val_blocks = _ValBlocks(X_val, Y_val, batch_fn, n if full else bs) if validate else None
@@ -259,10 +299,11 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
         on_step(0)
     while step < total and not early:
         order = torch.randperm(n, generator=gen).numpy() if not full else None
-        for i in range(0, n, bs):
+        for i in range(0, per_epoch * bs if not full else n, bs):
             x, y = fixed_batch if full else batch_fn(*(take_rows(a, np.sort(order[i:i + bs])) for a in (X, Y)))
             progress = step / max(total, 1)
-            opt.lr = lr_at(step, lr, total, schedule, warmup_steps, warmup_lr)
+            t = step // per_epoch if per_epoch_schedule else step
+            opt.lr = lr_at(t, lr, sched_total, schedule, warmup, warmup_lr, min_lr)
             if step_fn is not None:
                 step_fn(x, y, progress, full)
             else:
@@ -273,14 +314,15 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
             step += 1
             if on_step is not None:
                 on_step(step)
-            if validate and (step % eval_every == 0 or step == total):
+            due = step % per_epoch == 0 if eval_every == 0 else step % eval_every == 0
+            if validate and (due or step == total):
                 v = val_score()
                 if v < best["val_score"] - min_delta * abs(best["val_score"]):
                     best = {"step": step, "val_score": v, "state": [p.detach().clone() for p in params]}
                     bad = 0
                 else:
                     bad += 1
-                early = bad >= patience and step < total
+                early = patience > 0 and bad >= patience and step < total
             if early or step >= total:
                 break
     if validate:
