@@ -72,7 +72,8 @@ def time_fit(name: str, data: dict, epochs: int, selection: str = "fixed", autog
     t0 = time.perf_counter()
     m.fit(X[:n_fit], P[:n_fit], text_weights=data["text"], logit_scale=100.0, **kw)
     seconds = time.perf_counter() - t0
-    assert m.history_["steps_run"] == total_steps(n_fit, m.params.get("batch_size", 0), 0, epochs), m.history_
+    assert m.history_["steps_run"] == total_steps(n_fit, m.params.get("batch_size", 0), 0, epochs,
+                                                  m.params.get("drop_last", False)), m.history_
     return seconds
 
 

@@ -71,7 +71,7 @@ def test_quick_is_exactly_the_preset_with_two_overrides():
     quick = [c.model_dump() for c in demo_sweep(quick=True).runs()]
     assert quick == [c.model_dump() for c in load_sweep(resolve_preset("builtin"), list(QUICK)).runs()]
     assert len(quick) == 12 and {c["builtin_size"] for c in quick} == {"quick"} and {c["seed"] for c in quick} == {0}
-    assert set(demo_sweep().runs()[0].methods) == set(METHODS) - {"coop"}
+    assert set(demo_sweep().runs()[0].methods) == set(METHODS) - {"coop", "coop_ensemble"}
 
 
 def test_cli_bad_domain_is_one_clear_line(monkeypatch, capsys, tmp_path):

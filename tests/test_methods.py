@@ -201,8 +201,9 @@ def test_prior_matched_labels_match_the_prior_with_many_classes(n, c):
 @pytest.mark.parametrize("selection", ["fixed", "val_loss"])
 def test_logconf_without_confidence_term_equals_cpl(selection):
     X, _, probs, text = _data()
-    a = _fit("cpl", X, probs, text, seed=2, lr=3e-3, epochs=50, selection=selection)
-    b = _fit("logconf", X, probs, text, seed=2, lr=3e-3, epochs=50, selection=selection, aux_coef=0.0)
+    recipe = {"batch_size": 100, "schedule": "cosine", "max_steps": 0}  # logconf's, on CPL
+    a = _fit("cpl", X, probs, text, seed=2, lr=3e-3, epochs=50, selection=selection, **recipe)
+    b = _fit("logconf", X, probs, text, seed=2, lr=3e-3, epochs=50, selection=selection, aux_coef=0.0, **recipe)
     np.testing.assert_allclose(a.decision_function(X), b.decision_function(X), rtol=0, atol=1e-6)
     assert a.history_["best_step"] == b.history_["best_step"]
 
@@ -271,7 +272,7 @@ def test_tip_adapter_f_cache_formula_and_state():
 
 def test_tip_adapter_f_trains_only_the_keys():
     X, _, probs, text = _data()
-    m = _fit("tip_adapter_f", X, probs, text, selection="fixed", lr=1e-2, max_steps=40)
+    m = _fit("tip_adapter_f", X, probs, text, selection="fixed", lr=1e-2, epochs=None, max_steps=40)
     keys0 = X[:90] / np.linalg.norm(X[:90], axis=1, keepdims=True)
     assert np.abs(m.keys_.detach().numpy() - keys0).max() > 1e-3
     np.testing.assert_array_equal(m.values_.numpy(), probs[:90])
@@ -291,7 +292,7 @@ def test_clip_adapter_learns_and_seed_controls_init():
     rng = np.random.default_rng(1)
     bad_text = rng.normal(size=text.shape).astype(np.float32)
     before = get_method("zero_shot").fit(X, text_weights=bad_text, logit_scale=50.0).predict(X)
-    m = get_method("clip_adapter", ratio=0.8, lr=1e-2, selection="fixed", max_steps=400).fit(
+    m = get_method("clip_adapter", ratio=0.8, lr=1e-2, selection="fixed", epochs=None, max_steps=400).fit(
         X, y, text_weights=bad_text, logit_scale=50.0)
     assert (m.predict(X) == y).mean() > (before == y).mean() + 0.2
     a = _fit("clip_adapter", X, y, text, seed=0, epochs=0).adapter_[0].weight.detach().numpy()
@@ -334,8 +335,8 @@ def test_clip_adapter_raw_features_give_the_same_fit_as_normalised_ones():
     rescaling each row changes neither the logits nor the training."""
     X, _, probs, text = _data()
     raw = X * np.random.default_rng(5).uniform(0.5, 20.0, size=(len(X), 1)).astype(np.float32)
-    a = _fit("clip_adapter", X, probs, text, max_steps=30, selection="fixed")
-    b = _fit("clip_adapter", raw, probs, text, max_steps=30, selection="fixed")
+    a = _fit("clip_adapter", X, probs, text, epochs=None, max_steps=30, selection="fixed")
+    b = _fit("clip_adapter", raw, probs, text, epochs=None, max_steps=30, selection="fixed")
     np.testing.assert_allclose(a.decision_function(X), b.decision_function(raw), rtol=1e-4, atol=1e-4)
     for pa, pb in zip(a.adapter_.parameters(), b.adapter_.parameters()):
         np.testing.assert_allclose(pa.detach().numpy(), pb.detach().numpy(), rtol=1e-4, atol=1e-6)
@@ -413,14 +414,14 @@ def test_coop_starts_from_the_template_ensemble():
     want = F.normalize(torch.stack(per).mean(0), dim=1).numpy()
     enc = PromptEncoder(model, tok, CLASSNAMES, templates)
     X, _, probs, _ = _data()
-    m = get_method("coop", max_steps=0).fit(X, probs, logit_scale=50.0, prompt_encoder=enc)
+    m = get_method("coop_ensemble", epochs=0).fit(X, probs, logit_scale=50.0, prompt_encoder=enc)
     assert m.templates_ == templates and len(m.ctx_) == 3 and m.ctx_[0].shape[0] == 4
     np.testing.assert_allclose(m.text_features_.numpy(), want, atol=1e-5)
-    simple = get_method("coop", max_steps=0, templates="simple").fit(
+    simple = get_method("coop", epochs=0).fit(
         X, probs, logit_scale=50.0, prompt_encoder=PromptEncoder(model, tok, CLASSNAMES, templates))
     np.testing.assert_allclose(simple.text_features_.numpy(), per[0].numpy(), atol=1e-5)
     with pytest.warns(UserWarning, match="no dataset templates"):
-        get_method("coop", max_steps=0).fit(X, probs, logit_scale=50.0,
+        get_method("coop_ensemble", epochs=0).fit(X, probs, logit_scale=50.0,
                                              prompt_encoder=tiny_prompt_encoder(CLASSNAMES, D))
     with pytest.raises(ValueError, match="before the class name"):
         PromptEncoder(model, tok, CLASSNAMES, ["{} texture."]).prepare_templates(["{} texture."])
@@ -430,4 +431,5 @@ def test_coop_trains_with_sgd_as_coop_configs():
     m = get_method("coop")
     p = m.params
     assert (p["optimizer"], p["lr"], p["momentum"], p["weight_decay"], p["batch_size"]) == ("sgd", 2e-3, 0.9, 5e-4, 32)
-    assert (p["schedule"], p["warmup_epochs"], p["warmup_lr"]) == ("cosine", 1.0, 1e-5)
+    assert (p["schedule"], p["schedule_unit"], p["warmup_epochs"], p["warmup_lr"]) == ("cosine_dassl", "epoch", 1.0, 1e-5)
+    assert (p["epochs"], p["selection"], p["templates"]) == (200, "fixed", "simple")

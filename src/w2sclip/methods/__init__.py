@@ -8,13 +8,14 @@ from typing import Any
 from w2sclip.methods.adaptconf import AdaptConf
 from w2sclip.methods.base import Method, NotFittedError
 from w2sclip.methods.clip_adapter import CLIPAdapter
-from w2sclip.methods.coop import CoOp
+from w2sclip.methods.coop import CoOp, CoOpEnsemble
 from w2sclip.methods.cpl import CPL, CPLHard
 from w2sclip.methods.cpl_poe import CPLPoE
 from w2sclip.methods.kd_lp import KDLinearProbe
 from w2sclip.methods.logconf import LogConf
 from w2sclip.methods.params import _shown, validate
-from w2sclip.methods.tip_adapter_f import TipAdapterF
+from w2sclip.methods.product_loss import ProductLoss
+from w2sclip.methods.tip_adapter_f import TipAdapter, TipAdapterF
 from w2sclip.methods.zero_shot import ZeroShot
 
 METHODS: dict[str, type[Method]] = {
@@ -25,9 +26,12 @@ METHODS: dict[str, type[Method]] = {
     "kd_lp": KDLinearProbe,
     "logconf": LogConf,
     "adaptconf": AdaptConf,
+    "product_loss": ProductLoss,
+    "tip_adapter": TipAdapter,
     "tip_adapter_f": TipAdapterF,
     "clip_adapter": CLIPAdapter,
     "coop": CoOp,
+    "coop_ensemble": CoOpEnsemble,
 }
 
 

@@ -12,6 +12,17 @@ from w2sclip.methods.linear_head import LinearHeadGrad
 from w2sclip.methods.params import POSITIVE
 from w2sclip.methods.training import constraints_for
 
+TIMM_FINETUNE = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "batch_size": 128, "epochs": 100,
+                 "schedule": "cosine_timm", "schedule_unit": "epoch", "warmup_epochs": 5.0, "warmup_lr": 1e-4,
+                 "min_lr": 1e-6, "selection": "val_acc", "eval_every": 0, "patience": 0, "drop_last": True}
+"""ggjy/vision_weak_to_strong's recipe for a pretrained strong model (``classification/configs/
+imagenet_mae.yaml`` l. 1-10: AdamW, lr 2e-3, weight decay 0.05, batch 128, 100 epochs, cosine,
+5 warm-up epochs from 1e-4, min lr 1e-6) in its timm ``train.py`` (``create_scheduler``, l. 565,
+stepped once per epoch, l. 743; ``--cooldown-epochs`` 0, l. 208), the epoch with the best
+evaluation kept (``CheckpointSaver`` on ``--eval-metric top1``, l. 328, 662-717). Their top-1 is
+on labelled data; here the evaluation is the argmax agreement with hold_val's weak labels (the
+label-free rule of docs/methods.md), or hold_val's ground truth for a ceiling."""
+
 
 class AdaptConf(CPL):
     """CPL's head (text-initialised prototypes, fixed logit scale) trained with AdaptConf.
@@ -22,16 +33,18 @@ class AdaptConf(CPL):
     ``s * cos``, so the temperature is relative to the logit scale: ``theta = theta_rel * s``,
     i.e. ``a = sigmoid((cos_weak - cos_max) / theta_rel)`` whatever s is (Guo et al.'s
     ``superalignment_threshold`` 0.5 acts on the logits of trained linear heads, whose scale is
-    not CLIP's 100: 0.5 at s = 100 would be theta_rel = 0.005, which gates most samples to
-    a < 0.01 at the start).
+    not CLIP's 100). Default ``theta_rel = 0.04``: their ``--superalignment-threshold 4.0`` of the
+    ViT fine-tuning command (README l. 86) at OpenAI CLIP's s = 100. Their ground-truth term
+    (``loss_gt``, ``adaptconf.py`` l. 57) is dropped: the student sees no ground truth.
+    Recipe: ``TIMM_FINETUNE``.
     """
 
     name = "adaptconf"
     description = "CPL head trained with adaptive confidence distillation (weak KD vs own hard labels)"
     citation = "Guo et al. 2024, Vision Superalignment"
-    defaults = {**CPL.defaults, "theta_rel": 0.02}
+    defaults = {**CPL.defaults, **TIMM_FINETUNE, "theta_rel": 0.04}
     constraints = constraints_for(defaults, theta_rel=POSITIVE)
-    grid = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "theta_rel": [0.005, 0.02, 0.05]}
+    grid = {"lr": [6e-4, 2e-3, 6e-3]}
 
     def _theta(self) -> float:
         return self.params["theta_rel"] * float(self.log_scale_.detach().exp())

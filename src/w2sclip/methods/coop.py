@@ -1,6 +1,6 @@
 """CoOp: Zhou et al. 2022, "Learning to Prompt for Vision-Language Models" (IJCV), on cached
-image features with the weak labels as targets; optimiser as KaiyangZhou/CoOp
-``configs/trainers/CoOp/*.yaml`` (with Dassl's defaults) and ``trainers/coop.py``."""
+image features with the weak labels as targets; prompts as KaiyangZhou/CoOp ``trainers/coop.py``
+and training as its ``configs/trainers/CoOp/rn50.yaml`` with Dassl's defaults."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import warnings
 import torch
 
 from w2sclip.methods.base import Method, as_probs, check_features, target_logits, validation_set
-from w2sclip.methods.clip_adapter import SGD_AS_COOP
-from w2sclip.methods.training import budget_defaults, constraints_for, normalized_batch, optim_kwargs, train_head
+from w2sclip.methods.clip_adapter import DASSL_COOP
+from w2sclip.methods.training import constraints_for, normalized_batch, optim_kwargs, train_head
 from w2sclip.models.strong.openclip import template_set
 
 FALLBACK_TEMPLATES = ["a photo of a {}."]
@@ -21,19 +21,18 @@ templates (CoOp's own ``ctx_init`` "a photo of a")."""
 class CoOp(Method):
     """Learned prompt context shared by all classes, trained through the frozen text encoder.
 
-    One context per prompt template of the ``templates`` set (default the dataset's, the same
-    ensemble the other text-initialised heads start from): template ``"<prefix> {}<suffix>"``
-    gives the prompt ``[V_1 .. V_M] <class><suffix>`` with V initialised from the prefix's word
-    embeddings (CoOp's ``ctx_init``, class token at the end). Class features: per template the
-    normalised text features, averaged over the templates, normalised (at initialisation exactly
-    the zero-shot prototypes). Logits ``s * normalize(v) . t_c(V)``; loss
-    ``T^2 KL(p_w || softmax(z / T))``. Optimiser as CoOp's configs: SGD, lr 0.002, momentum 0.9,
-    weight decay 5e-4, batch 32, one warm-up epoch at a constant 1e-5, then cosine annealing
-    (over ``training.BUDGET``'s cap, with its stopping rule). Adam at 2e-3 moves every
-    coordinate of the context by ~2e-3 per step, about a tenth of the token embeddings' scale
-    (std ~0.017 for OpenAI CLIP), and collapsed all class features onto one within tens of steps.
+    As CoOp's code: one context ``[V_1 .. V_M]`` shared by all classes (``CSC False``,
+    ``trainers/coop.py`` l. 84-91), initialised from the word embeddings of "a photo of a"
+    (``ctx_init``, l. 72-80; ``configs/trainers/CoOp/rn50_ctxv1.yaml`` l. 33), prompt ``[SOS] V_1..V_M <class> . [EOS]``
+    (class token at the "end", l. 100, 126-134); logits ``s * normalize(v) . normalize(t_c(V))``
+    with the model's logit scale (l. 202-206); loss ``T^2 KL(p_w || softmax(z / T))`` (their
+    ``cross_entropy`` on labels, l. 273, with the weak soft labels). Training as
+    ``clip_adapter.DASSL_COOP`` (SGD 0.002, batch 32, 200 epochs, one constant warm-up epoch,
+    cosine per epoch, the last epoch kept). ``templates="simple"`` is that one prompt;
+    ``coop_ensemble`` (``templates="dataset"``) learns one context per template of the dataset's
+    ensemble instead, our variant.
 
-    The only method whose training runs the text encoder (``fit`` needs ``prompt_encoder``, see
+    The only methods whose training runs the text encoder (``fit`` needs ``prompt_encoder``, see
     ``StrongModel.prompt_encoder``); after fitting, the class features are stored
     (``text_features_``) and inference needs no text encoder.
     """
@@ -42,10 +41,9 @@ class CoOp(Method):
     description = "CoOp: learned prompt context through the frozen text encoder"
     citation = "Zhou et al. 2022, IJCV (CoOp)"
     needs_prompt_encoder = True
-    defaults = {"templates": "dataset", "T": 1.0, "lr": 2e-3, **budget_defaults(), **SGD_AS_COOP,
-                "hard_labels": False, "seed": 0}
+    defaults = {"templates": "simple", "T": 1.0, **DASSL_COOP, "hard_labels": False, "seed": 0}
     constraints = constraints_for(defaults)
-    grid = {"lr": [2e-4, 2e-3, 2e-2]}
+    grid = {"lr": [6e-4, 2e-3, 6e-3]}
 
     def _templates(self, prompt_encoder) -> list[str]:
         dataset = getattr(prompt_encoder, "templates", None)
@@ -83,3 +81,16 @@ class CoOp(Method):
     def _logits_normalized(self, v: torch.Tensor) -> torch.Tensor:
         text = self._encoder(self.ctx_) if hasattr(self, "_encoder") else self.text_features_
         return self.logit_scale_ * v @ text.to(v.device, v.dtype).T  # the text tower may sit on a GPU
+
+
+class CoOpEnsemble(CoOp):
+    """CoOp with one learned context per prompt template of the dataset's ensemble (ours): template
+    ``"<prefix> {}<suffix>"`` gives ``[V_1 .. V_M] <class><suffix>`` with V initialised from the
+    prefix's words; class features = per template the normalised text features, averaged,
+    normalised, so it starts from exactly the zero-shot prototypes of the other text-initialised
+    heads. Training as ``coop``."""
+
+    name = "coop_ensemble"
+    description = "CoOp with one learned context per template of the dataset's prompt ensemble (ours)"
+    citation = "w2sclip variant of Zhou et al. 2022 (CoOp)"
+    defaults = {**CoOp.defaults, "templates": "dataset"}

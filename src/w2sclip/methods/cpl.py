@@ -25,10 +25,12 @@ class CPL(Method):
     head = "cpl"
     description = "class prototype learning: text-initialised prototypes distilled from weak labels"
     citation = "Li et al. 2025, arXiv 2511.18396"
-    defaults = {"T": 1.0, "lr": 1e-3, **budget_defaults(), "batch_size": 0, "learn_scale": False,
+    defaults = {"T": 1.0, "lr": 1e-3, **budget_defaults(), "batch_size": 0, "optimizer": "adam",
+                "weight_decay": 0.0, "eps": 1e-8, "schedule": "constant", "schedule_unit": "step",
+                "warmup_epochs": 0.0, "warmup_lr": 1e-5, "min_lr": 0.0, "drop_last": False, "learn_scale": False,
                 "hard_labels": False, "templates": "dataset", "seed": 0}
     constraints = constraints_for(defaults)
-    grid = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "T": [1.0, 2.0]}
+    grid = {"lr": [3e-4, 1e-3, 3e-3]}
 
     def _grad(self) -> LinearHeadGrad:
         """The analytic gradient of ``_loss`` (what ``train_head`` steps with)."""

@@ -33,7 +33,7 @@ class CPLPoE(CPL):
     citation = "w2sclip extension of Li et al. 2025; cf. product_loss_fn, Burns et al. 2023 code"
     defaults = {**CPL.defaults, "alpha": 1.0, "beta": 1.0}
     constraints = constraints_for(defaults, alpha=NON_NEGATIVE, beta=NON_NEGATIVE)
-    grid = {**CPL.grid, "beta": [0.5, 1.0]}
+    grid = CPL.grid
 
     def _targets(self, v: torch.Tensor, Y: np.ndarray, w0: torch.Tensor, s0: float) -> torch.Tensor:
         weak = super()._targets(v, Y, w0, s0)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from w2sclip.losses import PriorMatcher, logconf_coef, logconf_loss
 from w2sclip.methods.cpl import CPL
+from w2sclip.methods.kd_lp import OPENAI_PROBE
 from w2sclip.methods.linear_head import LinearHeadGrad
 from w2sclip.methods.params import UNIT, Options
 from w2sclip.methods.training import constraints_for
@@ -26,17 +27,24 @@ class LogConf(CPL):
     logits plus one bias per class chosen so that the hardened class frequencies of the batch
     match the batch mean of the weak labels (``losses.prior_matched_labels``; with two classes
     exactly their quantile threshold); ``"argmax"`` is the plain argmax. With ``aux_coef=0`` it
-    trains exactly like ``cpl`` with T = 1.
+    is CPL's KD loss at T = 1 under this recipe.
+
+    Recipe: openai/weak-to-strong's training loop for a head on frozen features
+    (``vision/run_weak_strong.py`` ``train_logreg``, ``kd_lp.OPENAI_PROBE``: Adam 1e-3, batch
+    100, cosine annealing stepped per step, 4,000 steps, the last step kept) with the loss
+    swapped for ``logconf_loss_fn``, whose ``step_frac`` is ``step / nsteps`` of the actual
+    training length as in ``weak_to_strong/train.py`` (l. 62, 127). Their batch-level prior
+    (``torch.mean(labels, dim=0)``, ``loss.py`` l. 99) is this batch's mean weak label.
     """
 
     name = "logconf"
     description = "CPL head trained with the auxiliary confidence loss (weak labels + prior-matched own labels)"
     citation = "Burns et al. 2023, Weak-to-Strong Generalization (auxiliary confidence loss)"
-    defaults = {**{k: v for k, v in CPL.defaults.items() if k != "T"},
+    defaults = {**{k: v for k, v in CPL.defaults.items() if k != "T"}, **OPENAI_PROBE,
                 "aux_coef": 0.5, "warmup_frac": 0.1, "hardening": "prior"}
     constraints = constraints_for(defaults, aux_coef=UNIT, warmup_frac=UNIT,
                                   hardening=Options(str, HARDENINGS))
-    grid = {"lr": [1e-4, 3e-4, 1e-3, 3e-3], "aux_coef": [0.25, 0.5, 0.75]}
+    grid = {"lr": [3e-4, 1e-3, 3e-3]}
 
     def fit(self, X, y, **kwargs) -> "LogConf":
         prior = self.params["hardening"] == "prior"
