@@ -1,5 +1,7 @@
 """The fits of one run never let D_test (features or labels) reach a fit or a selection rule."""
 
+import json
+
 import numpy as np
 
 import w2sclip.run.fit as fitmod
@@ -41,7 +43,9 @@ def test_no_test_rows_reach_any_fit(monkeypatch):
     test_rows = set(make_splits(x, 3)["test"].tolist())
     assert seen and all(not (rows & test_rows) for _, _, rows, _ in seen)
     gt = [name for name, _, _, y in seen if y.ndim == 1]  # ground truth of D_hold: the ceilings only
-    assert sorted(gt) == ["cpl", "kd_lp"]  # one per head: CPL's (cpl, zero_shot) and the linear one
+    # one ceiling per head (CPL's for cpl and zero_shot, the linear one), each tuned on its 3-point grid
+    assert sorted(gt) == ["cpl"] * 3 + ["kd_lp"] * 3
+    assert {sel for name, sel, _, y in seen if y.ndim == 1 and name == "cpl"} == {"val_acc"}  # GT accuracy
     assert all(np.allclose(y.sum(1), 1) for _, _, _, y in seen if y.ndim == 2)  # students: weak soft labels
     assert {r["method"] for r in res.records} == {"weak", "ceiling_cpl", "ceiling_kd_lp", "cpl", "kd_lp", "zero_shot"}
     own = {r["method"]: r["ceiling"] for r in res.records}
@@ -77,3 +81,68 @@ def test_the_benchmark_split_is_fixed_and_the_seed_moves_only_hold_fit_and_hold_
     x.weak_logits[:, 0] = 1.0  # one weak class for every image: a plain random 80/20 split
     c = make_splits(x, 0)
     assert np.array_equal(c["hold"], a["hold"]) and len(c["hold_fit"]) == round(0.8 * len(c["hold"]))
+
+
+def _tuning_spy(monkeypatch):
+    seen = []
+    real_get = fitmod.get_method
+
+    def spy(name, **kw):
+        seen.append((name, kw))
+        return real_get(name, **kw)
+
+    monkeypatch.setattr(fitmod, "get_method", spy)
+    return seen
+
+
+def test_tuning_fits_every_grid_point_and_keeps_the_rules_pick(monkeypatch):
+    rng = np.random.default_rng(1)
+    text = rng.normal(size=(4, 8)).astype(np.float32)
+    x = _inputs(lambda name: text, n_per_class=20)
+    seen = _tuning_spy(monkeypatch)
+    res = fit_and_evaluate(x, seed=0, methods=("cpl",), ids=IDS)
+    students = [kw["lr"] for name, kw in seen if name == "cpl" and "selection" not in kw]
+    assert students == [1e-3, 3e-4, 3e-3]  # the published value first
+    rec = {r["method"]: r for r in res.records}
+    scores = json.loads(rec["cpl"]["tuning_scores"])
+    best = min(scores, key=lambda s: (-s["agreement"], s["cross_entropy"]))
+    assert json.loads(rec["cpl"]["tuned"]) == {"lr": best["lr"]} and rec["cpl"]["tuning"] == "grid"
+    assert json.loads(rec["cpl"]["hparams"])["lr"] == best["lr"]
+    # the ceiling: CPL on ground truth, ranked by ground-truth accuracy on hold_val
+    assert {s["recipe"] for s in json.loads(rec["ceiling_cpl"]["tuning_scores"])} == {"cpl"}
+    assert rec["ceiling_cpl"]["labels"] == "ground_truth"
+
+
+def test_tuning_none_fits_the_published_defaults_once(monkeypatch):
+    rng = np.random.default_rng(1)
+    text = rng.normal(size=(4, 8)).astype(np.float32)
+    x = _inputs(lambda name: text, n_per_class=20)
+    seen = _tuning_spy(monkeypatch)
+    res = fit_and_evaluate(x, seed=0, methods=("cpl", "kd_lp"), ids=IDS, tuning="none")
+    assert sorted(name for name, _ in seen) == ["cpl", "cpl", "kd_lp", "kd_lp"]  # student + ceiling each
+    from w2sclip.methods import METHODS
+
+    assert all(kw.get("lr", METHODS[name].defaults["lr"]) == METHODS[name].defaults["lr"] for name, kw in seen)
+    assert {r["tuning"] for r in res.records} == {"none"}
+
+
+def test_user_fixed_keys_are_not_tuned(monkeypatch):
+    rng = np.random.default_rng(1)
+    text = rng.normal(size=(4, 8)).astype(np.float32)
+    x = _inputs(lambda name: text, n_per_class=20)
+    seen = _tuning_spy(monkeypatch)
+    fit_and_evaluate(x, seed=0, methods=("kd_lp",), ids=IDS, method_params={"kd_lp": {"lr": 5e-3}})
+    assert [kw["lr"] for _, kw in seen] == [5e-3, 5e-3]  # the ceiling and the student, once each
+
+
+def test_a_ceiling_takes_the_strongest_recipe_of_its_head():
+    from w2sclip.run.fit import ceiling_recipes
+
+    recipes = ceiling_recipes("cpl", ("zero_shot", "cpl", "cpl_hard", "logconf", "product_loss", "adaptconf"), {})
+    names = [m for m, _ in recipes]
+    assert names == ["cpl", "logconf", "adaptconf"]  # zero_shot trains nothing; duplicates dropped
+    by = dict(recipes)
+    assert by["cpl"]["selection"] == "val_acc"  # CPL's early stopping, on ground-truth accuracy
+    assert (by["logconf"]["batch_size"], by["logconf"]["max_steps"], by["logconf"]["schedule"]) == (100, 4000, "cosine")
+    assert (by["adaptconf"]["optimizer"], by["adaptconf"]["epochs"]) == ("adamw", 100)
+    assert "seed" not in by["logconf"]

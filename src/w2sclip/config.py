@@ -58,6 +58,8 @@ class RunConfig(BaseModel):
                                      description="methods to fit (default: every registered method)")
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                      description="per-method hyper-parameter overrides")
+    tuning: Literal["grid", "none"] = Field("grid", description="grid: each method's grid picked by the label-free "
+                                                               "rule on hold_val (docs/methods.md); none: published defaults")
     seed: int = Field(0, ge=0, lt=2**32,
                       description="seed of the weak model, the splits and the fits (0 <= seed < 2**32)")
     hold_fraction: float = Field(0.5, gt=0, lt=1, description="share of the official test split that becomes D_hold")

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["dataset", "domain", "strong", "weak", "method", "seed", "accuracy", "pgr",
                   "agreement", "top5", "ece", "weak_accuracy", "ceiling_accuracy", "labels",
-                  "criterion", "best_step", "protocol", "n_fit", "n_val", "n_test", "hparams"]
+                  "criterion", "best_step", "protocol", "n_fit", "n_val", "n_test", "tuning", "tuned", "recipe",
+                  "search", "hparams"]
 REQUIRED = ("dataset", "domain", "strong", "weak", "method", "seed", "accuracy")
 TEXT_FIELDS = ("dataset", "domain", "strong", "weak", "method")
 RATE_FIELDS = ("accuracy", "agreement", "top5", "ece", "weak_accuracy", "ceiling_accuracy")
@@ -41,8 +42,9 @@ NUMBER_FIELDS = ("pgr",)
 """Fields that are a finite number or null."""
 TABLES = [("accuracy", "Accuracy on D_test (%), mean ± std over seeds:"),
           ("pgr", ("PGR = (student - weak) / (ceiling - weak) of the seed-mean accuracies, each method "
-                   "against the ceiling of its own head (ceiling_<head>: the same head and hyper-parameters "
-                   "on the ground truth of D_hold); [95 % bootstrap interval over seeds and D_test images]; "
+                   "against the ceiling of its own head (ceiling_<head>: that head trained on the ground truth "
+                   "of D_hold by the run's recipes for it, tuned by ground-truth accuracy on hold_val); "
+                   "[95 % bootstrap interval over seeds and D_test images]; "
                    "undef. when ceiling - weak is below two standard errors:")),
           ("agreement", "Agreement with the weak supervisor on D_test (%):"),
           ("ece", "Calibration: expected calibration error on D_test (%, 15 bins; lower is better):")]
@@ -119,7 +121,38 @@ def group_section(key: tuple, recs: list[dict], per_image: dict | None = None) -
         parts += notes + [""]
     for metric, caption in TABLES:
         parts += [caption, "", _table(recs, metric, per_image), ""]
-    return parts
+    return parts + tuning_section(recs)
+
+
+def tuning_section(recs: list[dict]) -> list[str]:
+    """Markdown lines: per method, the grid values the tuning rule chose (how many runs chose each)
+    and, for the ceilings, which method's recipe gave the strongest one; Tip-Adapter's searched
+    (alpha, beta) as means over runs. Nothing for records without tuning fields."""
+    chosen, recipes, search = defaultdict(lambda: defaultdict(int)), defaultdict(lambda: defaultdict(int)), defaultdict(list)
+    tunings = {r.get("tuning") for r in recs if r.get("tuning")}
+    for r in recs:
+        if r.get("tuned") is None:
+            continue
+        point = json.loads(r["tuned"]) if isinstance(r["tuned"], str) else r["tuned"]
+        chosen[r["method"]][", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in sorted(point.items())) or "-"] += 1
+        if r["method"].startswith("ceiling_") and r.get("recipe"):
+            recipes[r["method"]][r["recipe"]] += 1
+        if r.get("search"):
+            search[r["method"]].append(json.loads(r["search"]) if isinstance(r["search"], str) else r["search"])
+    if not chosen:
+        return []
+    rows = ["| method | chosen (runs) | ceiling recipe (runs) | searched alpha, beta (mean) |", "|---|---|---|---|"]
+    for m in method_order(chosen):
+        pick = "; ".join(f"{k} ({n})" for k, n in sorted(chosen[m].items(), key=lambda kv: -kv[1]))
+        rec = "; ".join(f"{k} ({n})" for k, n in sorted(recipes[m].items(), key=lambda kv: -kv[1])) or "-"
+        found = search.get(m)
+        hp = (f"{np.mean([f['alpha'] for f in found]):.2f}, {np.mean([f['beta'] for f in found]):.2f}"
+              if found else "-")
+        rows.append(f"| {m} | {pick} | {rec} | {hp} |")
+    return [f"Tuning ({', '.join(sorted(tunings)) or 'n/a'}; docs/methods.md): the grid values chosen on hold_val "
+            f"(students: argmax agreement with the weak labels; ceilings: ground-truth accuracy), by how many "
+            f"runs:", "", *rows, ""]
 
 
 def targets_section(records: list[dict]) -> list[str]:

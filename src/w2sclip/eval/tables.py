@@ -25,8 +25,13 @@ def method_order(methods: Iterable[str]) -> list[str]:
 
 
 def group_key(r: dict) -> tuple:
-    """``(dataset, strong, weak, protocol)``: records of different groups are never pooled."""
-    return r.get("dataset"), r["strong"], r["weak"], r.get("protocol")
+    """``(dataset, strong, weak, protocol)``: records of different groups are never pooled. Runs
+    fitted with another tuning than the default ``grid`` (``tuning: none``: published defaults)
+    form their own groups: their protocol reads ``"<protocol>, tuning none"``."""
+    protocol, tuning = r.get("protocol"), r.get("tuning")
+    if tuning not in (None, "grid"):
+        protocol = f"{protocol}, tuning {tuning}"
+    return r.get("dataset"), r["strong"], r["weak"], protocol
 
 
 def groups(records: list[dict]) -> dict[tuple, list[dict]]:

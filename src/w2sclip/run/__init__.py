@@ -106,7 +106,8 @@ def fit_prepared(cfg: RunConfig, p: Prepared, rlog: RunLog | None = None) -> Run
            "seed": cfg.seed, "protocol": cfg.protocol}
     with (rlog.stage("fits") if rlog is not None else nullcontext()):
         fit = fit_and_evaluate(p.inputs, seed=cfg.seed, methods=cfg.methods, ids=ids,
-                               method_params=cfg.method_params, fractions=(cfg.hold_fraction, cfg.fit_fraction))
+                               method_params=cfg.method_params, fractions=(cfg.hold_fraction, cfg.fit_fraction),
+                               tuning=cfg.tuning)
     w0 = np.asarray(p.inputs.text("dataset"), dtype=np.float32)
     w0 = w0 / np.linalg.norm(w0, axis=1, keepdims=True).clip(1e-12)
     return RunResult(cfg, fit, list(p.task.classnames), p.inputs.labels, p.index,
