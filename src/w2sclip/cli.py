@@ -89,16 +89,16 @@ def _domains(value: Optional[str]) -> Optional[tuple[str, ...]]:
 def pretrain(
     out: Path = typer.Option(..., help="Output .safetensors file."),
     arch: str = typer.Option("w2s-rn-tiny", help="Built-in open_clip architecture."),
-    steps: int = typer.Option(2400, help="Optimizer steps."),
-    batch_size: int = typer.Option(256),
-    lr: float = typer.Option(1e-3),
-    weight_decay: float = typer.Option(0.1),
-    warmup: int = typer.Option(100, help="Linear warm-up steps before the cosine decay."),
-    corpus_size: int = typer.Option(80_000, help="Captioned images rendered for the corpus."),
+    steps: int = typer.Option(2400, min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(256, min=1),
+    lr: float = typer.Option(1e-3, min=1e-12),
+    weight_decay: float = typer.Option(0.1, min=0.0),
+    warmup: int = typer.Option(100, min=0, help="Linear warm-up steps before the cosine decay."),
+    corpus_size: int = typer.Option(80_000, min=1, help="Captioned images rendered for the corpus."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all six)."),
     captions: str = typer.Option("clean", help="Caption profile of the corpus: clean, web, web-mid, web-noisy, web-noisier (docs/backbones.md)."),
-    world: int = typer.Option(2, help="World version of the corpus images: 2 (the shipped checkpoints') or 1 (docs/backbones.md)."),
-    seed: int = typer.Option(0, help="Corpus and init seed (the corpus never overlaps any dataset)."),
+    world: int = typer.Option(2, min=1, max=2, help="World version of the corpus images: 2 (the shipped checkpoints') or 1 (docs/backbones.md)."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Corpus and init seed (the corpus never overlaps any dataset)."),
     init: Optional[str] = typer.Option(None, help="Start from this checkpoint (name or path)."),
 ) -> None:
     """Pretrain the built-in CLIP contrastively on a generated captioned corpus."""
@@ -121,7 +121,7 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="The preset's quick size and one seed (about 2-4 minutes on 2 CPU cores)."),
     set_: list[str] = typer.Option([], "--set", help="Override the builtin preset: key=value, repeatable."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache (default $W2SCLIP_CACHE or ~/.cache/w2sclip)."),
-    workers: int = typer.Option(2, help="Local worker processes, each with cores / N torch threads (runs "
+    workers: int = typer.Option(2, min=1, help="Local worker processes, each with cores / N torch threads (runs "
                                         "of a small benchmark use cores best one thread each)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -256,7 +256,7 @@ def sweep_cmd(
     config: str = typer.Argument(..., help="YAML file or preset name (`w2sclip list presets`)."),
     set_: list[str] = typer.Option([], "--set", help="Override: key=value or grid.key=[...], repeatable."),
     runs_dir: Path = typer.Option(Path("runs"), help="Folder holding one sub-folder per run."),
-    workers: int = typer.Option(1, help="Local worker processes."),
+    workers: int = typer.Option(1, min=1, help="Local worker processes."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address ('local' starts one)."),
     dry_run: bool = typer.Option(False, help="List the runs and what is done, run nothing."),
     offline: bool = typer.Option(False, "--offline", help="Never touch the network (HF_HUB_OFFLINE=1)."),
@@ -308,7 +308,7 @@ def export_cmd(
 def predict_cmd(
     classifier: Path = typer.Argument(..., help="An export folder (w2sclip export)."),
     images: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
-    top_k: int = typer.Option(1, "--top-k", help="Classes to list per image."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Classes to list per image."),
     out: Optional[Path] = typer.Option(None, help="Write predictions as CSV here (default: print)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ) -> None:
@@ -367,9 +367,9 @@ def extract_cmd(
     precision: str = typer.Option("fp32", help="Model precision: fp32, amp, amp_bf16 (autocast on CUDA), "
                                                "fp16, bf16 (low-precision weights)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 (default: CUDA when available)."),
-    batch_size: int = typer.Option(256),
-    workers: int = typer.Option(4, help="DataLoader workers decoding images."),
-    shard_size: int = typer.Option(4096, help="Images per shard (the unit of resume and of sharding)."),
+    batch_size: int = typer.Option(256, min=1),
+    workers: int = typer.Option(4, min=0, help="DataLoader workers decoding images."),
+    shard_size: int = typer.Option(4096, min=1, help="Images per shard (the unit of resume and of sharding)."),
     bad_files: str = typer.Option("skip", help="skip (record unreadable images) or error."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache root (default $W2SCLIP_CACHE or "
                                                         "~/.cache/w2sclip); features go to <cache>/features."),
@@ -402,8 +402,8 @@ def extract_cmd(
 def make_builtin_cmd(
     out: Path = typer.Option(..., help="Folder to write the benchmark into."),
     size: str = typer.Option("default", help="quick or default."),
-    seed: int = typer.Option(0, help="Generator seed."),
-    world: int = typer.Option(2, help="World version: 2 (the shipped checkpoints' world) or 1 (docs/datasets.md)."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Generator seed."),
+    world: int = typer.Option(2, min=1, max=2, help="World version: 2 (the shipped checkpoints' world) or 1 (docs/datasets.md)."),
 ) -> None:
     """Generate the built-in multi-domain benchmark (images + manifest + class names + templates)."""
     from w2sclip.data.builtin import make_builtin
@@ -443,7 +443,7 @@ def data_check_cmd(
     root: Path = typer.Option(..., help="Dataset folder."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all present)."),
     images: bool = typer.Option(True, "--images/--no-images", help="Decode every image to find bad files."),
-    workers: int = typer.Option(4, help="Threads decoding images."),
+    workers: int = typer.Option(4, min=1, help="Threads decoding images."),
     per_class: bool = typer.Option(True, "--per-class/--summary", help="Print the per-class table."),
     splits: str = typer.Option("auto", help="auto, official or seeded (as for get_dataset)."),
 ) -> None:
@@ -462,9 +462,9 @@ def make_miniature_cmd(
     name: str = typer.Argument(..., help="domainnet, office_home, pacs, vlcs or folder."),
     out: Path = typer.Option(..., help="Folder to write the fixture into."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all)."),
-    images_per_class: int = typer.Option(2, help="Images per class and split."),
-    corrupt: int = typer.Option(0, help="Number of bad files to plant."),
-    seed: int = typer.Option(0),
+    images_per_class: int = typer.Option(2, min=1, help="Images per class and split."),
+    corrupt: int = typer.Option(0, min=0, help="Number of bad files to plant."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1),
 ) -> None:
     """TEST FIXTURE: write a tiny generated copy of a dataset's layout (NOT the real data)."""
     from w2sclip.data.miniature import make_miniature

@@ -224,13 +224,33 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
                 raise ValueError(f"--set {pair!r}: {p!r} is set to a value and used as a mapping; set "
                                  f"either {p}=VALUE or {p}.KEY=VALUE")
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = read_yaml(raw)
         except yaml.YAMLError as e:
             problem = " ".join(str(getattr(e, "problem", None) or e).split())
             raise ValueError(f"--set {pair!r}: the value is not valid YAML ({problem}); close brackets and "
                              f"quotes, e.g. --set 'methods=[cpl, kd_lp]', or quote a plain string: "
                              f"--set '{key.strip()}=\"...\"'") from None
     return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key] + 1} and "
+                                f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str):
+    """``yaml.safe_load`` that refuses duplicated keys (each preset and ``--set`` value is read by it)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> SweepConfig:
@@ -242,7 +262,7 @@ def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> Sweep
     """
     path = resolve_preset(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8-sig")) or {}
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the preset as "
                          f"UTF-8") from None

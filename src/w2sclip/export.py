@@ -17,10 +17,12 @@ from typing import Iterable, Optional
 import numpy as np
 from PIL import Image
 
+from w2sclip.data.images import IMAGE_EXTENSIONS
 from w2sclip.run.fit import softmax
 from w2sclip.run.folder import RunFolder
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
+"""The suffixes every command treats as images (``data.images.IMAGE_EXTENSIONS``)."""
 FORMAT_VERSION = 1
 
 

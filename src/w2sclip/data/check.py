@@ -46,7 +46,7 @@ class CheckReport:
         if per_class and keys:
             heads = [f"{d}/{s}" for d, s in keys]
             widths = [max(len(h), 6) + 2 for h in heads]
-            name_w = max(len(n) for n in self.classnames) + 2
+            name_w = max((len(n) for n in self.classnames), default=5) + 2
             lines += ["", f"{'label':<6}{'class':<{name_w}}" + "".join(f"{h:>{w}}" for h, w in zip(heads, widths))]
             for i, n in enumerate(self.classnames):
                 lines.append(f"{i:<6}{n:<{name_w}}" + "".join(f"{self.counts[k][i]:>{w}}"

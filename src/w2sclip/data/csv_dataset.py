@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from w2sclip.data.classnames import read_classnames
 from w2sclip.data.folder import DEFAULT_DOMAIN
 from w2sclip.data.manifest import ImageDataset, load_manifest
 from w2sclip.data.prompts import GENERIC_TEMPLATES, read_templates
@@ -40,7 +41,7 @@ def csv_file(root: Path) -> Path:
 
 def read_rows(path: Path) -> tuple[list[dict], list[str]]:
     """Rows of a manifest CSV (with their line numbers as ``_line``) and its columns."""
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is not part of the header
         reader = csv.DictReader(f)
         cols = [c.strip() for c in reader.fieldnames or []]
         reader.fieldnames = cols
@@ -55,7 +56,7 @@ def read_rows(path: Path) -> tuple[list[dict], list[str]]:
 def _classnames(path: Path, rows: list[dict]) -> list[str]:
     listed = path.parent / "classnames.txt"
     if listed.is_file():
-        return [c.strip() for c in listed.read_text().splitlines() if c.strip()]
+        return read_classnames(listed)
     names = {(r["label"] or "").strip() for r in rows}
     if any(n.isdigit() for n in names):
         raise FileNotFoundError(f"{listed} not found: it is needed for integer labels (one class "

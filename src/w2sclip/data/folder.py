@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+from w2sclip.data.classnames import read_classnames
 from w2sclip.data.images import is_image_file
 from w2sclip.data.manifest import ImageDataset
 from w2sclip.data.prompts import GENERIC_TEMPLATES, read_templates, style_templates
@@ -53,13 +54,15 @@ def split_dirs(domain_dir: Path) -> dict[str, Path] | None:
 
 
 def scan_classes(folder: Path) -> list[tuple[str, str]]:
-    """``(class folder, image path)`` for every image under ``folder/<class>/`` (sorted)."""
+    """``(class folder, image path)`` for every image under ``folder/<class>/`` (sorted): regular
+    files with an image suffix (``images.IMAGE_EXTENSIONS``); special files (a FIFO, a socket, a
+    device), which would block or fail when read, are never listed."""
     out = []
     for cls in subdirs(folder):
         for dirpath, dirnames, files in os.walk(folder / cls):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             out += [(cls, f"{dirpath}/{f}") for f in sorted(files)
-                    if is_image_file(f) and not f.startswith(".")]
+                    if is_image_file(f) and not f.startswith(".") and os.path.isfile(f"{dirpath}/{f}")]
     return out
 
 
@@ -131,7 +134,7 @@ class FolderDataset(DatasetSpec):
         """Class folder names in label order: ``classnames.txt`` or the sorted union of folders."""
         listed = root / "classnames.txt"
         if listed.is_file():
-            return [c.strip() for c in listed.read_text().splitlines() if c.strip()]
+            return read_classnames(listed)
         found = set()
         for d in self.list_domains(root):
             top = self.domain_dir(root, d)

@@ -59,7 +59,7 @@ def read_templates(path) -> list[str] | None:
     path = Path(path)
     if not path.is_file():
         return None
-    lines = [t.strip() for t in path.read_text().splitlines() if t.strip()]
+    lines = [t.strip() for t in path.read_text(encoding="utf-8-sig").splitlines() if t.strip()]
     bad = [t for t in lines if "{}" not in t]
     if bad:
         raise ValueError(f"{path}: template(s) without '{{}}' for the class name: {bad}")

@@ -1,0 +1,129 @@
+"""Inputs that used to pass silently: label-order files, Excel CSVs, duplicated YAML keys, special
+files in a dataset folder, numeric CLI options out of range, the suffix list of ``predict``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from w2sclip.data import get_dataset
+from w2sclip.data.check import check_dataset
+from w2sclip.data.classnames import read_classnames
+
+
+def _img(path: Path, fmt: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path, format=fmt)
+
+
+def test_classnames_with_a_duplicate_name_is_refused_naming_both_lines(tmp_path):
+    f = tmp_path / "classnames.txt"
+    f.write_text("circle\nsquare\ncircle\nstar\n")
+    with pytest.raises(ValueError, match=r"line 3: class name 'circle' already on line 1"):
+        read_classnames(f)
+
+
+def test_classnames_with_a_blank_line_between_names_is_refused(tmp_path):
+    f = tmp_path / "classnames.txt"
+    f.write_text("circle\n\nsquare\nstar\n")
+    with pytest.raises(ValueError, match=r"line 2: blank line between class names; remove it"):
+        read_classnames(f)
+    f.write_text("circle\n   \nsquare\n")
+    with pytest.raises(ValueError, match=r"line 2: blank line"):
+        read_classnames(f)
+
+
+def test_classnames_bom_crlf_and_trailing_blank_lines_read_as_the_plain_file(tmp_path):
+    f = tmp_path / "classnames.txt"
+    f.write_bytes("\ufeffcircle\r\nsquare\r\nstar\r\n\r\n".encode("utf-8"))
+    assert read_classnames(f) == ["circle", "square", "star"]
+    f.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_classnames(f)
+
+
+def _csv_dataset(root: Path, classnames: str) -> None:
+    for k in range(4):
+        _img(root / "imgs" / f"{k}.png")
+    (root / "classnames.txt").write_text(classnames)
+    (root / "data.csv").write_text("path,label\n" + "".join(f"imgs/{k}.png,{k}\n" for k in range(4)))
+
+
+def test_a_csv_dataset_and_data_check_refuse_a_shifted_label_order(tmp_path):
+    _csv_dataset(tmp_path, "circle\nsquare\n\nstar\ntriangle\n")
+    with pytest.raises(ValueError, match="blank line between class names"):
+        get_dataset("csv", root=tmp_path, split="test")
+    report = check_dataset("csv", tmp_path, images=False)
+    assert not report.ok and any("blank line" in p for p in report.problems)
+    _csv_dataset(tmp_path, "circle\nsquare\ncircle\nstar\n")
+    report = check_dataset("csv", tmp_path, images=False)
+    assert not report.ok and any("already on line 1" in p for p in report.problems)
+
+
+def test_a_folder_dataset_refuses_a_duplicated_class_name(tmp_path):
+    for c in ("a", "b"):
+        _img(tmp_path / c / "0.png")
+    (tmp_path / "classnames.txt").write_text("a\nb\na\n")
+    with pytest.raises(ValueError, match="already on line 1"):
+        get_dataset("folder", root=tmp_path, split="test")
+
+
+def test_an_excel_csv_with_bom_and_crlf_is_read(tmp_path):
+    for k in range(4):
+        _img(tmp_path / "imgs" / f"{k}.png")
+    rows = "path,label\r\n" + "".join(f"imgs/{k}.png,{'cat' if k % 2 else 'dog'}\r\n" for k in range(4))
+    (tmp_path / "data.csv").write_bytes(("\ufeff" + rows).encode("utf-8"))
+    ds = get_dataset("csv", root=tmp_path / "data.csv")
+    assert ds.classnames == ["cat", "dog"] and len(ds) == 4
+
+
+def test_a_fifo_named_like_an_image_is_never_read(tmp_path):
+    for c in ("a", "b"):
+        _img(tmp_path / c / "0.png")
+    os.mkfifo(tmp_path / "a" / "pipe.png")
+    ds = get_dataset("folder", root=tmp_path)
+    assert sorted(Path(p).name for p, _ in ds.samples) == ["0.png", "0.png"]
+    assert check_dataset("folder", tmp_path, images=True).ok  # returns: nothing opens the FIFO
+
+
+def test_data_check_on_class_folders_without_images_says_so(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir(parents=True)
+        (tmp_path / c / "notes.txt").write_text("x")
+    report = check_dataset("folder", tmp_path, images=False)
+    text = report.format()
+    assert not report.ok and "no images found" in text
+
+
+def test_a_preset_with_a_duplicated_key_is_refused(tmp_path):
+    from w2sclip.config import load_sweep
+
+    f = tmp_path / "p.yaml"
+    f.write_text("name: p\nbase:\n  domain: real\n  domain: sketch\n")
+    with pytest.raises(ValueError, match=r"key 'domain' is given twice \(lines 3 and 4\); keep one"):
+        load_sweep(f)
+    with pytest.raises(ValueError, match="given twice"):
+        load_sweep("builtin", ["weak_options={epochs: 1, epochs: 2}"])
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_top_k_below_one_is_refused(value):
+    from typer.testing import CliRunner
+
+    from w2sclip.cli import app
+
+    res = CliRunner().invoke(app, ["predict", "clf", "img.png", "--top-k", value])
+    assert res.exit_code == 2 and "--top-k" in res.output and "greater than or equal to 1" in res.output
+
+
+def test_predict_finds_every_suffix_the_datasets_accept(tmp_path):
+    from w2sclip.data.images import IMAGE_EXTENSIONS
+    from w2sclip.export import image_files
+
+    _img(tmp_path / "x.ppm", "PPM")
+    _img(tmp_path / "y.png")
+    assert [p.name for p in image_files([tmp_path])] == ["x.ppm", "y.png"]
+    assert ".ppm" in IMAGE_EXTENSIONS
