@@ -6,8 +6,10 @@ Formats (by suffix):
 - ``.npz`` / ``.pt`` / ``.json``: a mapping with ``paths`` (N strings) and ``logits`` or ``probs``
   (N x C numbers), optionally ``classnames`` (C strings).
 
-Values are probabilities when every row is non-negative and sums to 1 (they become log-probabilities),
-else logits. Class columns named like the dataset's classes are reordered to its order; other names
+Values are probabilities or logits by one rule (``to_logits``; ``weak_options.values`` or the
+``probs`` / ``logits`` key declares them): rows in [0, 1] summing to 1 within 0.1 are (rounded)
+probabilities, renormalised with a warning when off by more than 1e-3; rows of neither kind mixed
+in one file are an error asking to declare. Class columns named like the dataset's classes are reordered to its order; other names
 (``0``, ``logit_3``...) are taken in order. Keys match a sample when they equal its absolute path, its
 path relative to the dataset root, or any trailing part of its path (``real/cat/001.jpg``); a key
 matching several samples is an error. Every sample needs a key; extra keys only warn.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import warnings
 import zipfile
@@ -27,6 +30,8 @@ import numpy as np
 
 from w2sclip.models.hub import sha256_file
 from w2sclip.models.weak.base import WeakSupervisor
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = (".csv", ".npz", ".pt", ".pth", ".json")
 
@@ -124,16 +129,63 @@ def match_rows(keys: list[str], sample_paths: list[str], where: str) -> tuple[np
     return rows, [keys[i] for i in range(len(keys)) if i not in owner]
 
 
-def to_logits(values: np.ndarray, probs_flag: bool | None, where: str) -> np.ndarray:
-    """Logits from logits or probabilities (detected: non-negative rows that sum to 1)."""
+VALUE_KINDS = ("auto", "probs", "logits")
+"""``weak_options.values`` of a ``file:`` weak supervisor: what the numbers are."""
+SUM_TOLERANCE = 0.1
+"""A row reads as (rounded) probabilities when its values lie in [0, 1] and it sums to 1 within this."""
+EXACT_SUM = 1e-3
+"""Probability rows further than this from summing to 1 are renormalised with a warning."""
+
+
+def _prob_rows(values: np.ndarray) -> np.ndarray:
+    sums = values.sum(1)
+    return (values.min(1) >= -1e-6) & (values.max(1) <= 1 + 1e-6) & (np.abs(sums - 1) <= SUM_TOLERANCE)
+
+
+def to_logits(values: np.ndarray, declared: str | bool | None, where: str) -> np.ndarray:
+    """Logits from the file's numbers, by one documented rule (docs/backbones.md).
+
+    ``declared`` is ``"probs"`` / ``"logits"`` (``weak_options.values``, or the ``probs`` /
+    ``logits`` key of an npz/pt/json file; True / False mean the same) or ``"auto"`` / None (CSV
+    columns): every row in [0, 1] summing to 1 within ``SUM_TOLERANCE`` -> probabilities; no row
+    like that -> logits; some rows like that and some not -> an error asking to declare. Declared
+    or detected probabilities are checked (non-negative, no all-zero row), renormalised (with a
+    warning when a row is off by more than ``EXACT_SUM``: rounded or truncated probabilities) and
+    returned as log-probabilities; declared probabilities that do not sum to 1 within
+    ``SUM_TOLERANCE`` are an error.
+    """
+    declared = {True: "probs", False: "logits", None: "auto"}.get(declared, declared)
     if not np.isfinite(values).all():
         raise ValueError(f"{where}: {int((~np.isfinite(values)).any(1).sum())} rows hold NaN or infinite values")
-    looks_probs = bool((values >= 0).all() and np.allclose(values.sum(1), 1.0, atol=1e-3))
-    if probs_flag and not looks_probs:
-        raise ValueError(f"{where}: 'probs' rows must be non-negative and sum to 1; store logits under 'logits'")
-    if looks_probs:
-        return np.log(np.clip(values, 1e-12, None))
-    return values
+    if declared == "auto":
+        like = _prob_rows(values)
+        if like.all():
+            declared = "probs"
+        elif like.any():
+            bad = np.flatnonzero(~like)
+            raise ValueError(f"{where}: {int(like.sum())} rows look like probabilities (in [0, 1], summing to 1) "
+                             f"and {len(bad)} do not (first rows {bad[:5].tolist()}); fix those rows, or say what "
+                             f"the numbers are with weak_options: {{values: probs}} or {{values: logits}}")
+        else:
+            return values
+    if declared == "logits":
+        return values
+    if values.min() < -1e-6:
+        rows = np.flatnonzero(values.min(1) < -1e-6)
+        raise ValueError(f"{where}: probabilities must be non-negative; {len(rows)} rows hold negative values "
+                         f"(first rows {rows[:5].tolist()}); store logits as logits (weak_options: {{values: logits}})")
+    values = np.clip(values, 0, None)
+    sums = values.sum(1)
+    far = np.abs(sums - 1) > SUM_TOLERANCE
+    if far.any():
+        raise ValueError(f"{where}: probability rows must sum to 1; {int(far.sum())} sum to {sums[far].min():.3g}.."
+                         f"{sums[far].max():.3g} (first rows {np.flatnonzero(far)[:5].tolist()}); store logits "
+                         f"as logits (weak_options: {{values: logits}})")
+    off = np.abs(sums - 1) > EXACT_SUM
+    if off.any():
+        warnings.warn(f"{where}: {int(off.sum())} of {len(values)} probability rows sum to "
+                      f"{sums.min():.3f}..{sums.max():.3f}, not 1 (rounded?): renormalised", UserWarning, stacklevel=3)
+    return np.log(np.clip(values / sums[:, None], 1e-12, None))
 
 
 def order_columns(values: np.ndarray, names: list[str] | None, classnames: list[str], where: str) -> np.ndarray:
@@ -162,6 +214,8 @@ class FileWeak(WeakSupervisor):
     kind = "file"
     needs_training = False
     protocol = "byo"
+    values: str = "auto"
+    """What the numbers are: ``auto`` (the rule of ``to_logits``), ``probs`` or ``logits``."""
 
     def __post_init__(self) -> None:
         p = Path(self.name).expanduser()
@@ -169,10 +223,12 @@ class FileWeak(WeakSupervisor):
             raise FileNotFoundError(f"weak predictions file {p} not found (spec file:PATH)")
         if p.suffix.lower() not in SUFFIXES:
             raise ValueError(f"weak predictions file {p}: unknown format; use one of {', '.join(SUFFIXES)}")
+        if self.values not in VALUE_KINDS:
+            raise ValueError(f"weak_options.values {self.values!r} unknown; valid: {', '.join(VALUE_KINDS)}")
 
     def identity(self) -> dict:
         return {"kind": self.kind, "path": str(Path(self.name).expanduser().resolve()),
-                "sha256": sha256_file(Path(self.name).expanduser())}
+                "sha256": sha256_file(Path(self.name).expanduser()), "values": self.values}
 
     def predict_logits(self, dataset) -> np.ndarray:
         """Logits (N, C) float32 in dataset order."""
@@ -182,7 +238,10 @@ class FileWeak(WeakSupervisor):
             raise ValueError(f"{where}: {len(keys)} paths but {len(values)} rows of values")
         values = order_columns(values, names, list(dataset.classnames), where)
         rows, extra = match_rows(keys, [p for p, _ in dataset.samples], where)
-        if extra:
-            warnings.warn(f"{where}: {len(extra)} keys match no image of the dataset (first: {extra[:3]})",
-                          UserWarning, stacklevel=2)
-        return to_logits(values[rows], probs, where).astype(np.float32)
+        if extra:  # e.g. the other split's images: legal, so not a warning
+            log.info("%s: %d keys match no image of this split (first: %s)", where, len(extra), extra[:3])
+        declared = self.values
+        if probs is not None and declared != "auto" and (declared == "probs") != probs:
+            raise ValueError(f"{where}: the file stores {'probs' if probs else 'logits'} but weak_options.values "
+                             f"says {declared!r}; drop the option or store the numbers under the right key")
+        return to_logits(values[rows], declared if declared != "auto" else probs, where).astype(np.float32)

@@ -127,3 +127,53 @@ def test_predict_finds_every_suffix_the_datasets_accept(tmp_path):
     _img(tmp_path / "y.png")
     assert [p.name for p in image_files([tmp_path])] == ["x.ppm", "y.png"]
     assert ".ppm" in IMAGE_EXTENSIONS
+
+
+class _DS:
+    def __init__(self, root: Path, n: int, classnames):
+        self.samples = [(str(root / f"{i}.png"), i % len(classnames)) for i in range(n)]
+        self.classnames = list(classnames)
+        self.root = str(root)
+
+
+def _weak_file(tmp_path, rows, name="w.csv"):
+    path = tmp_path / name
+    path.write_text("path,circle,square,star,heart\n" + "".join(
+        f"{i}.png," + ",".join(str(v) for v in r) + "\n" for i, r in enumerate(rows)))
+    return path
+
+
+def test_rounded_probabilities_are_read_as_probabilities_with_a_warning(tmp_path):
+    import numpy as np
+
+    from w2sclip.models.weak.predictions_file import FileWeak
+
+    rows = [[0.64, 0.11, 0.11, 0.11], [0.11, 0.64, 0.11, 0.11]] * 3
+    weak = FileWeak(str(_weak_file(tmp_path, rows)))
+    with pytest.warns(UserWarning, match=r"6 of 6 probability rows sum to 0.970..0.970, not 1 \(rounded\?\): renormalised"):
+        z = weak.predict_logits(_DS(tmp_path, 6, ["circle", "square", "star", "heart"]))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert p[0, 0] == pytest.approx(0.64 / 0.97, rel=1e-5)  # a 0.64 soft label stays ~0.66, not 0.36
+
+
+def test_a_negative_value_among_probabilities_is_an_error_not_a_switch_to_logits(tmp_path):
+    from w2sclip.models.weak.predictions_file import FileWeak
+
+    rows = [[0.7, 0.1, 0.1, 0.1]] * 5 + [[0.7, 0.2, 0.2, -0.1]]
+    weak = FileWeak(str(_weak_file(tmp_path, rows)))
+    ds = _DS(tmp_path, 6, ["circle", "square", "star", "heart"])
+    with pytest.raises(ValueError, match=r"5 rows look like probabilities .* and 1 do not \(first rows \[5\]\)"):
+        weak.predict_logits(ds)
+    z = FileWeak(str(_weak_file(tmp_path, rows)), values="logits").predict_logits(ds)
+    assert z[5, 3] == pytest.approx(-0.1)  # declared logits are taken as they are
+    with pytest.raises(ValueError, match="must be non-negative"):
+        FileWeak(str(_weak_file(tmp_path, rows)), values="probs").predict_logits(ds)
+
+
+def test_logits_and_extra_keys_of_another_split_pass_quietly(tmp_path, recwarn):
+    from w2sclip.models.weak.predictions_file import FileWeak
+
+    rows = [[2.0, -1.0, 0.5, 3.0]] * 8  # 8 keys, the split has 6 images
+    z = FileWeak(str(_weak_file(tmp_path, rows))).predict_logits(_DS(tmp_path, 6, ["circle", "square", "star", "heart"]))
+    assert z.shape == (6, 4) and z[0, 3] == pytest.approx(3.0)
+    assert not [w for w in recwarn if "match no image" in str(w.message)]
