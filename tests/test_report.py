@@ -23,7 +23,7 @@ def _trio(domain, seed, student, weak, ceiling):
 
 def write_run(root, *, domain, strong, seed, accuracy=None, methods=METHODS, n_classes=5, dim=16,
               n_test=60, dataset="toy", weak="w", protocol="in_domain", done=True, predictions=True,
-              projection=True, separation=3.0, tag=""):
+              projection=True, separation=3.0, tag="", dataset_id=None):
     """A run folder of the sweep's schema (docs/report.md) with random-but-fixed numbers.
 
     ``accuracy`` maps method -> accuracy; the rest are drawn from the run's seed. Predictions
@@ -55,7 +55,8 @@ def write_run(root, *, domain, strong, seed, accuracy=None, methods=METHODS, n_c
                      "ceiling": own, "ceiling_accuracy": ceil, "n_classes": n_classes,
                      "pgr": pgr(acc[m], acc["weak"], ceil) if own else None,
                      "agreement": 1.0 if m == "weak" else float(rng.uniform(0.2, 0.8)),
-                     "ece": float(rng.uniform(0.01, 0.2)), "top5": 1.0, "hparams": "{}"})
+                     "ece": float(rng.uniform(0.01, 0.2)), "top5": 1.0, "hparams": "{}",
+                     **({"dataset_id": dataset_id} if dataset_id else {})})
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     y = rng.integers(0, n_classes, n_test)
     if predictions:
@@ -245,6 +246,23 @@ def test_conflicting_duplicate_runs_are_refused(tmp_path):
     write_run(tmp_path, domain="a", strong="full", seed=0, accuracy={"cpl": 0.6}, tag="y")
     with pytest.raises(ValueError, match="both hold cpl on a .seed 0. with different accuracies"):
         load_runs(tmp_path)
+
+
+def test_runs_of_two_different_datasets_of_one_name_are_never_pooled(tmp_path, caplog):
+    """Two CSV datasets at different roots (other images, other class lists) are two groups, not
+    three seeds of one cell, and the report says so; the same seed in both is no conflict."""
+    write_run(tmp_path, domain="default", strong="full", seed=0, dataset="csv", dataset_id="aaaa1111bbbb",
+              accuracy={"zero_shot": 0.75})
+    write_run(tmp_path, domain="default", strong="full", seed=1, dataset="csv", dataset_id="aaaa1111bbbb",
+              accuracy={"zero_shot": 0.75})
+    write_run(tmp_path, domain="default", strong="full", seed=0, dataset="csv", dataset_id="cccc2222dddd",
+              accuracy={"zero_shot": 0.0}, tag="other")
+    with caplog.at_level("WARNING"):
+        records, _ = load_runs(tmp_path)
+    assert {r["dataset"] for r in records} == {"csv [aaaa1111]", "csv [cccc2222]"}
+    assert "runs of dataset 'csv' hold 2 different data" in caplog.text
+    zs = sorted(r["accuracy"] for r in records if r["method"] == "zero_shot" and r["dataset"] == "csv [aaaa1111]")
+    assert zs == [0.75, 0.75]
 
 
 def test_cli_report(runs, tmp_path):

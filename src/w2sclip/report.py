@@ -280,7 +280,7 @@ def load_runs(runs_dir: str | Path, only: Iterable[str] | None = None) -> tuple[
     if not folders:
         raise ValueError(f"no run folders in {runs_dir} (a run folder holds config.json, records.jsonl "
                          f"and done); run `w2sclip sweep CONFIG --runs-dir {runs_dir}` first")
-    runs, records, seen = [], [], {}
+    runs, done = [], []
     for folder in folders:
         info = RunInfo(folder, complete=folder.is_done)
         runs.append(info)
@@ -292,6 +292,11 @@ def load_runs(runs_dir: str | Path, only: Iterable[str] | None = None) -> tuple[
         info.n_records = len(recs)
         for r in recs:
             r.setdefault("protocol", folder.config_value("protocol"))
+        done.append((folder, info, recs))
+    separate_datasets([r for _, _, recs in done for r in recs])
+    records, seen = [], {}
+    for folder, info, recs in done:
+        for r in recs:
             key = (*group_key(r), r["domain"], r["seed"], r["method"])
             if key not in seen:
                 seen[key] = (folder, r)
@@ -305,6 +310,31 @@ def load_runs(runs_dir: str | Path, only: Iterable[str] | None = None) -> tuple[
     rank = {m: i for i, m in enumerate(method_order({r["method"] for r in records}))}
     records.sort(key=lambda r: (tuple(str(x) for x in group_key(r)), r["domain"], r["seed"], rank[r["method"]]))
     return records, runs
+
+
+def separate_datasets(records: list[dict]) -> None:
+    """Runs of one dataset name whose data differ (``dataset_id``: class list, templates and the
+    D_hold/D_test samples, ``ImageDataset.fingerprint``), e.g. two CSV datasets at different roots,
+    are never pooled: their ``dataset`` becomes ``"name [id]"`` (one report group each), with a
+    warning. Runs of different w2sclip versions in one group get a warning too."""
+    ids: dict[str, set] = defaultdict(set)
+    for r in records:
+        ids[r["dataset"]].add(r.get("dataset_id"))
+    for name, found in ids.items():
+        if len(found) > 1:
+            log.warning("runs of dataset %r hold %d different data (class list or images differ): reported as "
+                        "separate groups %s", name, len(found),
+                        ", ".join(f"{name} [{(i or 'unknown')[:8]}]" for i in sorted(found, key=str)))
+            for r in records:
+                if r["dataset"] == name:
+                    r["dataset"] = f"{name} [{(r.get('dataset_id') or 'unknown')[:8]}]"
+    versions: dict[tuple, set] = defaultdict(set)
+    for r in records:
+        versions[group_key(r)].add(r.get("w2sclip_version"))
+    for key, found in versions.items():
+        if len(found) > 1:
+            log.warning("%s: runs of w2sclip versions %s are pooled; rerun the old ones for one version",
+                        group_title(key), ", ".join(sorted(str(v) for v in found)))
 
 
 def check_records(records: list[dict], where: str | Path) -> None:
