@@ -177,3 +177,43 @@ def test_logits_and_extra_keys_of_another_split_pass_quietly(tmp_path, recwarn):
     z = FileWeak(str(_weak_file(tmp_path, rows))).predict_logits(_DS(tmp_path, 6, ["circle", "square", "star", "heart"]))
     assert z.shape == (6, 4) and z[0, 3] == pytest.approx(3.0)
     assert not [w for w in recwarn if "match no image" in str(w.message)]
+
+
+_ORPHAN_SCRIPT = """
+import multiprocessing as mp, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from w2sclip.sweep import die_with_parent
+
+def work(_):
+    time.sleep(120)
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
+    futures = [pool.submit(work, i) for i in range(2)]
+    time.sleep(8)  # the workers start
+    print(" ".join(str(p) for p in pool._processes), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_sweep_workers_die_with_a_sigkilled_parent(tmp_path):
+    """``kill -9`` of a sweep used to leave its workers (about 1 GB each) running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "orphans.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(Path(f"/proc/{p}").exists() for p in pids)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() and
+                                         "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2] for p in pids):
+        time.sleep(0.2)
+    alive = [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+    assert not alive, f"workers {alive} outlived their killed parent"

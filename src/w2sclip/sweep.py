@@ -11,8 +11,10 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import suppress
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -81,10 +83,31 @@ def _run_safely(cfg_dict: dict, runs_dir: str) -> dict:
                 "error": f"{type(e).__name__}: {e}", "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process when the sweep's process dies, also by SIGKILL (which
+    runs no clean-up in the parent). Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere (and as
+    a second guard) a daemon thread that exits once the parent's pid is no longer our parent."""
+    with suppress(Exception):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before the prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="w2sclip-parent-watch", daemon=True).start()
+
+
 def _run_pool(todo: list[RunConfig], runs_dir: Path, workers: int):
     threads = max(1, (os.cpu_count() or 1) // workers)
     os.environ["W2SCLIP_THREADS"] = str(threads)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_run_safely, c.model_dump(mode="json"), str(runs_dir)): c for c in todo}
         for fut in as_completed(futures):
             try:
