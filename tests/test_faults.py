@@ -940,6 +940,9 @@ def _alter_export(folder: Path, how: str) -> None:
         (folder / "classifier.json").write_text("{garbled")
     elif how == "json not UTF-8":
         (folder / "classifier.json").write_bytes(b"\xff\xfe{}")
+    elif how == "no strong_identity":
+        meta = json.loads((folder / "classifier.json").read_text())
+        (folder / "classifier.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "strong_identity"}))
     elif how == "one class name too many":
         meta = json.loads((folder / "classifier.json").read_text())
         (folder / "classifier.json").write_text(json.dumps({**meta, "classnames": [*meta["classnames"], "x"]}))
@@ -966,6 +969,8 @@ def _alter_export(folder: Path, how: str) -> None:
     ("truncated", r"classifier\.safetensors: not a readable safetensors file \(.*\), truncated or corrupt"),
     ("garbled json", r"classifier\.json: not valid JSON \(JSONDecodeError: .*\)"),
     ("json not UTF-8", r"classifier\.json: not valid JSON \(UnicodeDecodeError: .*\)"),
+    ("no strong_identity", r"classifier\.json has no strong_identity, so the weights it was trained on cannot be "
+                           r"checked against 'full'"),
 ])
 def test_exported_classifier_is_checked_when_it_loads(world, tmp_path, monkeypatch, capsys, how, problem):
     from w2sclip.export import TextFreeClassifier

@@ -443,7 +443,7 @@ def data_check_cmd(
     root: Path = typer.Option(..., help="Dataset folder."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains (default: all present)."),
     images: bool = typer.Option(True, "--images/--no-images", help="Decode every image to find bad files."),
-    workers: int = typer.Option(4, min=1, help="Threads decoding images."),
+    workers: int = typer.Option(4, min=0, help="Threads decoding images (0: none)."),
     per_class: bool = typer.Option(True, "--per-class/--summary", help="Print the per-class table."),
     splits: str = typer.Option("auto", help="auto, official or seeded (as for get_dataset)."),
 ) -> None:

@@ -75,7 +75,13 @@ class TextFreeClassifier:
         meta, t = read_export(folder)
         strong = load_strong(strong_spec or meta["strong"], device=device)
         if check_identity:
-            _check_identity(meta.get("strong_identity", {}), strong.identity())
+            expected = meta.get("strong_identity")
+            if not isinstance(expected, dict) or not any(k in expected for k in IDENTITY_KEYS):
+                raise ValueError(f"{folder / 'classifier.json'} has no strong_identity, so the weights it was "
+                                 f"trained on cannot be checked against {strong.name!r} (another backbone "
+                                 f"would predict silently wrong classes); {REEXPORT}, or pass "
+                                 f"check_identity=False if you are sure of the weights")
+            _check_identity(expected, strong.identity())
         dim = embedding_dim(strong.model)
         if dim is not None and t["weight"].shape[1] != dim:
             raise ValueError(f"{folder / 'classifier.safetensors'}: weight has D = {t['weight'].shape[1]} "
@@ -186,9 +192,12 @@ def drop_text_tower(model) -> None:
                 setattr(model, name, None)
 
 
+IDENTITY_KEYS = ("arch", "weights_sha256", "pretrained", "preprocess")
+"""The strong model's identity fields an exported classifier must match."""
+
+
 def _check_identity(expected: dict, got: dict) -> None:
-    keys = ("arch", "weights_sha256", "pretrained", "preprocess")
-    diff = [k for k in keys if k in expected and expected.get(k) != got.get(k)]
+    diff = [k for k in IDENTITY_KEYS if k in expected and expected.get(k) != got.get(k)]
     if diff:
         raise ValueError(f"the strong model loaded for this classifier differs from the one it was "
                          f"trained on in {diff}: expected {[expected.get(k) for k in diff]}, got "
