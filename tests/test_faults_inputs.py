@@ -217,3 +217,19 @@ def test_sweep_workers_die_with_a_sigkilled_parent(tmp_path):
         time.sleep(0.2)
     alive = [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
     assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def test_set_replaces_a_whole_mapping_and_null_clears_a_key():
+    from w2sclip.config import apply_overrides, load_sweep, parse_overrides
+
+    base = load_sweep("builtin").base["weak_options"]
+    assert "model_kwargs" in base and base["epochs"] == 20
+    assert load_sweep("builtin", ["weak_options={epochs: 3}"]).base["weak_options"] == {"epochs": 3}
+    assert load_sweep("builtin", ["weak_options={}"]).base["weak_options"] == {}
+    assert "weak_options" not in load_sweep("builtin", ["weak_options=null"]).base  # the field's default, {}
+    cleared = load_sweep("builtin", ["weak_options.model_kwargs=null"]).base["weak_options"]
+    assert "model_kwargs" not in cleared and cleared["epochs"] == 20  # the preset's own advice works
+    merged = load_sweep("builtin", ["weak_options.epochs=5"]).base["weak_options"]
+    assert merged["epochs"] == 5 and "model_kwargs" in merged  # a dotted key still updates
+    cfg = apply_overrides({}, parse_overrides(["domain=real", "weak_options=null", "root=null"]))
+    assert cfg == {"domain": "real"}

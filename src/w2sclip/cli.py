@@ -227,13 +227,13 @@ def run_cmd(
     dry_run: bool = typer.Option(False, help="Check the config and print the run folder, run nothing."),
 ) -> None:
     """Execute ONE run: the preset's base values plus --set (grid values are not crossed)."""
-    from w2sclip.config import check_runs, load_sweep, make_run_config, parse_overrides
+    from w2sclip.config import apply_overrides, check_runs, load_sweep, make_run_config, parse_overrides
     from w2sclip.report import markdown_report
     from w2sclip.run import run, run_folder
 
     _setup_logging(quiet, log_json, offline)
     if config == "-":
-        cfg = make_run_config(parse_overrides(set_))
+        cfg = make_run_config(apply_overrides({}, parse_overrides(set_)))
         check_runs([cfg])
     else:
         sweep = load_sweep(config, set_)

@@ -209,8 +209,21 @@ _FIXES = {"seed": "; a seed is an integer with 0 <= seed < 2**32 (4294967296)"}
 """The fix appended to a field's type or range error."""
 
 
+class _Replace:
+    """A mapping given whole (``--set 'weak_options={...}'``): it replaces, it does not merge."""
+
+    def __init__(self, value: dict) -> None:
+        self.value = value
+
+
+_DELETE = object()
+"""``--set key=null``: remove the key (a run field falls back to its default, e.g. ``{}``)."""
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["seed=1", "methods=[cpl,kd_lp]", "grid.seed=[0,1]"]`` -> nested dict (values parsed as YAML)."""
+    """``["seed=1", "methods=[cpl,kd_lp]", "grid.seed=[0,1]"]`` -> nested dict (values parsed as
+    YAML), for :func:`apply_overrides`: ``a.b=V`` updates the mapping ``a``; ``a={...}`` replaces
+    it whole; ``a=null`` / ``a.b=null`` removes the key (``a`` falls back to its default)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
@@ -224,13 +237,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
                 raise ValueError(f"--set {pair!r}: {p!r} is set to a value and used as a mapping; set "
                                  f"either {p}=VALUE or {p}.KEY=VALUE")
         try:
-            node[parts[-1]] = read_yaml(raw)
+            value = read_yaml(raw)
         except yaml.YAMLError as e:
             problem = " ".join(str(getattr(e, "problem", None) or e).split())
             raise ValueError(f"--set {pair!r}: the value is not valid YAML ({problem}); close brackets and "
                              f"quotes, e.g. --set 'methods=[cpl, kd_lp]', or quote a plain string: "
                              f"--set '{key.strip()}=\"...\"'") from None
+        whole = len(parts) == 1 or (len(parts) == 2 and parts[0] == "base")
+        node[parts[-1]] = _DELETE if value is None else _Replace(value) if whole and isinstance(value, dict) else value
     return out
+
+
+def apply_overrides(base: dict, parsed: dict) -> dict:
+    """``base`` with the overrides of :func:`parse_overrides` applied (see there)."""
+    return _merge(base, parsed)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -277,13 +297,13 @@ def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> Sweep
     raw["base"] = dict(raw.get("base") or {})
     for key, value in parse_overrides(overrides or []).items():
         if key == "grid" and isinstance(value, dict):
-            raw.setdefault("grid", {}).update(value)
+            raw["grid"] = _merge(raw.get("grid") or {}, value)
         elif key in SweepConfig.model_fields and key not in ("base", "grid"):
-            raw[key] = value
+            raw[key] = _merge(None, value)
         else:
             items = value.items() if key == "base" and isinstance(value, dict) else [(key, value)]
             for k, v in items:
-                raw["base"][k] = _merge(raw["base"].get(k), v)
+                raw["base"] = _merge(raw["base"], {k: v})
                 (raw.get("grid") or {}).pop(k, None)
     try:
         sweep = SweepConfig(**raw)
@@ -297,10 +317,19 @@ def load_sweep(path: str | Path, overrides: Optional[list[str]] = None) -> Sweep
 
 
 def _merge(old: Any, new: Any) -> Any:
-    """``--set a.b=1`` updates the mapping ``a`` instead of replacing it (recursively)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return {**old, **{k: _merge(old.get(k), v) for k, v in new.items()}}
-    return new
+    """``--set a.b=1`` updates the mapping ``a`` instead of replacing it (recursively); a mapping
+    given whole replaces; a removed key is dropped."""
+    if isinstance(new, _Replace):
+        return new.value
+    if isinstance(new, dict):
+        out = dict(old) if isinstance(old, dict) else {}
+        for k, v in new.items():
+            if v is _DELETE:
+                out.pop(k, None)
+            else:
+                out[k] = _merge(out.get(k), v)
+        return out
+    return None if new is _DELETE else new
 
 
 def check_runs(runs: list[RunConfig]) -> None:
