@@ -233,3 +233,32 @@ def test_set_replaces_a_whole_mapping_and_null_clears_a_key():
     assert merged["epochs"] == 5 and "model_kwargs" in merged  # a dotted key still updates
     cfg = apply_overrides({}, parse_overrides(["domain=real", "weak_options=null", "root=null"]))
     assert cfg == {"domain": "real"}
+
+
+def test_data_check_notes_byte_identical_copies_across_train_and_test(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("W2SCLIP_CACHE", str(tmp_path / "cache"))
+    for split in ("train", "test"):
+        for c, colour in (("a", (200, 30, 30)), ("b", (30, 200, 30))):
+            p = tmp_path / "photo" / split / c / "0.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), colour if split == "train" else (9, 9, 9)).save(p)
+    shutil.copy(tmp_path / "photo" / "train" / "a" / "0.png", tmp_path / "photo" / "test" / "a" / "copy.png")
+    report = check_dataset("folder", tmp_path, images=True)
+    assert report.ok  # legal, so a note and not a failure
+    notes = [n for n in report.notes if "byte-identical" in n]
+    assert len(notes) == 1 and "1 test image(s)" in notes[0] and "copy.png" in notes[0]
+
+
+def test_data_check_says_how_many_files_it_leaves_out_and_why(tmp_path):
+    for c in ("a", "b"):
+        _img(tmp_path / c / "0.png")
+    for name in ("x.heic", "y.avif", "z.svg", "w.heic"):
+        (tmp_path / "a" / name).write_bytes(b"not read")
+    os.mkfifo(tmp_path / "b" / "pipe.jpg")
+    report = check_dataset("folder", tmp_path, images=False)
+    assert report.ok
+    assert any("4 image file(s) in formats w2sclip does not read are left out (1 .avif, 2 .heic, 1 .svg)" in n
+               for n in report.notes), report.notes
+    assert any("1 special file(s)" in n for n in report.notes)

@@ -3,17 +3,22 @@
 Problems (exit status 1): a missing split file or domain, a split-file label that disagrees
 with its class folder, an unknown class folder, a listed file that is missing, an image that
 does not decode, a file in both train and test, no image at all. Notes (no failure): classes without images in a
-split (DomainNet's ``t-shirt`` in painting/train), domains not present under the root.
+split (DomainNet's ``t-shirt`` in painting/train), domains not present under the root, test images
+that are byte-identical copies of train images (checked with ``images=True``).
 """
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from w2sclip.data import get_spec
-from w2sclip.data.images import find_bad_images
+from w2sclip.data.identity import file_digests
+from w2sclip.data.images import find_bad_images, is_image_file
 from w2sclip.data.split_files import missing_files
+from w2sclip.fileio import default_cache_dir
 
 _LIST_MAX = 20
 
@@ -86,6 +91,7 @@ def check_dataset(name: str, root: str | Path, domains=None, images: bool = True
             (report.problems if domains else report.notes).append(f"domain {d!r} not found under {root}")
             continue
         _check_domain(spec, root, d, report, images, num_workers, options)
+    _note_skipped_files(root, report)
     if not any(sum(c) for c in report.counts.values()) and not report.problems:
         where = f"domains {', '.join(present)}" if present else "no domain folders"
         report.problems.append(f"no images found under {root} ({where}); check the root and the {name} "
@@ -134,3 +140,42 @@ def _check_domain(spec, root: Path, domain: str, report: CheckReport, images: bo
         both = sorted(paths["train"] & paths["test"])
         if both:
             report.problems.append(f"{domain}: {len(both)} file(s) in both train and test: {_listing(both)}")
+        if images:
+            _note_copies_across_splits(domain, paths, report)
+
+
+OTHER_IMAGE_SUFFIXES = (".avif", ".heic", ".heif", ".svg", ".jxl", ".psd", ".dng", ".cr2", ".nef", ".raw", ".ico")
+"""Image formats that no w2sclip command reads (``images.IMAGE_EXTENSIONS`` lists those it does)."""
+
+
+def _note_skipped_files(root: Path, report: CheckReport) -> None:
+    """A note for files under ``root`` that every scan leaves out: images in formats w2sclip does not
+    read (by suffix) and special files (FIFOs, sockets, devices) named like images."""
+    other, special = Counter(), 0
+    for dirpath, dirnames, files in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in files:
+            suffix = os.path.splitext(f)[1].lower()
+            if suffix in OTHER_IMAGE_SUFFIXES:
+                other[suffix] += 1
+            elif is_image_file(f) and not os.path.isfile(os.path.join(dirpath, f)):
+                special += 1
+    if other:
+        found = ", ".join(f"{n} {s}" for s, n in sorted(other.items()))
+        report.notes.append(f"{sum(other.values())} image file(s) in formats w2sclip does not read are left out "
+                            f"({found}); convert them to JPEG or PNG to use them")
+    if special:
+        report.notes.append(f"{special} special file(s) (FIFO, socket, device) named like images are left out")
+
+
+def _note_copies_across_splits(domain: str, paths: dict[str, set], report: CheckReport) -> None:
+    """A note for test images whose bytes equal a train image's (same sha256, as the cache's
+    identities compute it): the weak model trained on them (DomainNet has such copies)."""
+    train, test = sorted(paths["train"] - paths["test"]), sorted(paths["test"] - paths["train"])
+    memo = default_cache_dir(None) / "identity"
+    digests = file_digests(train + test, memo / f"check-{domain}.json")
+    seen = {d: p for p, d in zip(train, digests[:len(train)]) if not d.startswith("unreadable:")}
+    copies = [f"{p} = {seen[d]}" for p, d in zip(test, digests[len(train):]) if d in seen]
+    if copies:
+        report.notes.append(f"{domain}: {len(copies)} test image(s) are byte-identical copies of train images "
+                            f"(same sha256; the weak supervisor trained on them): {_listing(copies)}")
