@@ -262,3 +262,16 @@ def test_data_check_says_how_many_files_it_leaves_out_and_why(tmp_path):
     assert any("4 image file(s) in formats w2sclip does not read are left out (1 .avif, 2 .heic, 1 .svg)" in n
                for n in report.notes), report.notes
     assert any("1 special file(s)" in n for n in report.notes)
+
+
+def test_a_fifo_listed_in_a_csv_manifest_is_a_bad_file_not_a_hang(tmp_path):
+    from w2sclip.data.images import BadImageError, open_image
+
+    for k in range(2):
+        _img(tmp_path / "imgs" / f"{k}.png")
+    os.mkfifo(tmp_path / "imgs" / "pipe.png")
+    (tmp_path / "data.csv").write_text("path,label\nimgs/0.png,cat\nimgs/1.png,dog\nimgs/pipe.png,dog\n")
+    with pytest.raises(BadImageError, match="not a regular file"):
+        open_image(tmp_path / "imgs" / "pipe.png")
+    report = check_dataset("csv", tmp_path, images=True)  # returns, listing the FIFO as a bad image
+    assert any("pipe.png" in p and "not a regular file" in p for p in report.problems), report.problems

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import json
 import logging
 import os
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
 import typer
 from typer.core import TyperGroup
 
-from w2sclip.fileio import NotWritableError, check_writable, default_cache_dir
+from w2sclip.fileio import NotWritableError, atomic_write, check_writable, default_cache_dir
 
 
 ONE_LINE_ERRORS = "w2sclip.one_line_errors"
@@ -321,12 +321,23 @@ def predict_cmd(
     files = image_files(images)
     clf = TextFreeClassifier.load(classifier, device=device)
     rows, bad = predict_files(clf, files, top_k=top_k)
-    with open(out, "w", newline="") if out else nullcontext(sys.stdout) as f:
+    def write(f) -> None:
         w = csv.writer(f)
         w.writerow(["path", "label", "class", "prob", "top_k"])
         for r in rows:
             w.writerow([r["path"], r["label"], r["class"], f"{r['prob']:.4f}",
                         ";".join(f"{t['class']}:{t['prob']:.4f}" for t in r["top_k"])])
+
+    def write_bytes(fb) -> None:
+        text = io.TextIOWrapper(fb, encoding="utf-8", newline="")
+        write(text)
+        text.flush()
+        text.detach()  # the binary file stays open for atomic_write's fsync
+
+    if out:  # through a temporary file: a failure never leaves a partial CSV behind
+        atomic_write(out, write_bytes, move="--out")
+    else:
+        write(sys.stdout)
     for path, reason in bad:
         typer.echo(f"skipped unreadable image {path}: {reason}", err=True)
     if out:

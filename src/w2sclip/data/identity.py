@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
@@ -56,10 +57,14 @@ def file_digests(paths: list[str], memo_file: Path | None) -> list[str]:
     todo, sigs = [], {}
     for i, p in enumerate(paths):
         try:
-            sig = _signature(os.stat(p))
+            st = os.stat(p)
         except OSError as e:
             out[i] = f"unreadable:{type(e).__name__}"
             continue
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever
+            out[i] = "unreadable:NotARegularFile"
+            continue
+        sig = _signature(st)
         sigs[p] = sig
         entry = files.get(p)
         if entry is not None and entry[:4] == sig:

@@ -13,6 +13,7 @@ they start, or catch ``BadImageError`` per sample, so a bad file never crashes a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,6 +68,8 @@ def read_image(path, draft: int | None = None, name: str | None = None):
     from PIL import Image, ImageOps
 
     name = path if name is None else name
+    if isinstance(path, (str, os.PathLike)) and os.path.exists(path) and not os.path.isfile(path):
+        raise BadImageError(name, "not a regular file (a FIFO, socket, device or folder), so it is never read")
     try:
         with Image.open(path) as img:
             jpeg = img.format == "JPEG"
