@@ -23,7 +23,7 @@ def _trio(domain, seed, student, weak, ceiling):
 
 def write_run(root, *, domain, strong, seed, accuracy=None, methods=METHODS, n_classes=5, dim=16,
               n_test=60, dataset="toy", weak="w", protocol="in_domain", done=True, predictions=True,
-              projection=True, separation=3.0, tag="", dataset_id=None):
+              projection=True, separation=3.0, tag="", dataset_id=None, data_root=None):
     """A run folder of the sweep's schema (docs/report.md) with random-but-fixed numbers.
 
     ``accuracy`` maps method -> accuracy; the rest are drawn from the run's seed. Predictions
@@ -56,7 +56,7 @@ def write_run(root, *, domain, strong, seed, accuracy=None, methods=METHODS, n_c
                      "pgr": pgr(acc[m], acc["weak"], ceil) if own else None,
                      "agreement": 1.0 if m == "weak" else float(rng.uniform(0.2, 0.8)),
                      "ece": float(rng.uniform(0.01, 0.2)), "top5": 1.0, "hparams": "{}",
-                     **({"dataset_id": dataset_id} if dataset_id else {})})
+                     **({"dataset_id": dataset_id, "dataset_root": data_root} if dataset_id else {})})
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     y = rng.integers(0, n_classes, n_test)
     if predictions:
@@ -250,19 +250,24 @@ def test_conflicting_duplicate_runs_are_refused(tmp_path):
 
 def test_runs_of_two_different_datasets_of_one_name_are_never_pooled(tmp_path, caplog):
     """Two CSV datasets at different roots (other images, other class lists) are two groups, not
-    three seeds of one cell, and the report says so; the same seed in both is no conflict."""
-    write_run(tmp_path, domain="default", strong="full", seed=0, dataset="csv", dataset_id="aaaa1111bbbb",
-              accuracy={"zero_shot": 0.75})
-    write_run(tmp_path, domain="default", strong="full", seed=1, dataset="csv", dataset_id="aaaa1111bbbb",
-              accuracy={"zero_shot": 0.75})
-    write_run(tmp_path, domain="default", strong="full", seed=0, dataset="csv", dataset_id="cccc2222dddd",
-              accuracy={"zero_shot": 0.0}, tag="other")
+    three seeds of one cell, and the report says so; the same seed in both is no conflict. One
+    dataset's domains (each with its own split fingerprint) stay one group."""
+    for seed in (0, 1):
+        for dom, did in (("real", "aaaa1111bbbb"), ("sketch", "eeee5555ffff")):
+            write_run(tmp_path, domain=dom, strong="full", seed=seed, dataset="csv", dataset_id=did,
+                      data_root="/data/one", accuracy={"zero_shot": 0.75})
+    write_run(tmp_path, domain="real", strong="full", seed=0, dataset="csv", dataset_id="cccc2222dddd",
+              data_root="/data/two", accuracy={"zero_shot": 0.0}, tag="other")
     with caplog.at_level("WARNING"):
         records, _ = load_runs(tmp_path)
-    assert {r["dataset"] for r in records} == {"csv [aaaa1111]", "csv [cccc2222]"}
-    assert "runs of dataset 'csv' hold 2 different data" in caplog.text
-    zs = sorted(r["accuracy"] for r in records if r["method"] == "zero_shot" and r["dataset"] == "csv [aaaa1111]")
-    assert zs == [0.75, 0.75]
+    assert {r["dataset"] for r in records} == {"csv [one]", "csv [two]"}
+    assert "runs of dataset 'csv' come from 2 different datasets" in caplog.text
+    one = [r for r in records if r["method"] == "zero_shot" and r["dataset"] == "csv [one]"]
+    assert sorted(r["accuracy"] for r in one) == [0.75] * 4 and {r["domain"] for r in one} == {"real", "sketch"}
+    write_run(tmp_path, domain="real", strong="full", seed=2, dataset="csv", dataset_id="9999aaaa0000",
+              data_root="/data/one", tag="changed")
+    with pytest.raises(ValueError, match="under root /data/one hold 2 different data"):
+        load_runs(tmp_path)
 
 
 def test_cli_report(runs, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import json
 import logging
@@ -131,7 +132,7 @@ def tuning_section(recs: list[dict]) -> list[str]:
     chosen, recipes, search = defaultdict(lambda: defaultdict(int)), defaultdict(lambda: defaultdict(int)), defaultdict(list)
     tunings = {r.get("tuning") for r in recs if r.get("tuning")}
     for r in recs:
-        if r.get("tuned") is None:
+        if r.get("tuned") is None or r["method"] == "weak":
             continue
         point = json.loads(r["tuned"]) if isinstance(r["tuned"], str) else r["tuned"]
         chosen[r["method"]][", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -313,21 +314,34 @@ def load_runs(runs_dir: str | Path, only: Iterable[str] | None = None) -> tuple[
 
 
 def separate_datasets(records: list[dict]) -> None:
-    """Runs of one dataset name whose data differ (``dataset_id``: class list, templates and the
-    D_hold/D_test samples, ``ImageDataset.fingerprint``), e.g. two CSV datasets at different roots,
-    are never pooled: their ``dataset`` becomes ``"name [id]"`` (one report group each), with a
-    warning. Runs of different w2sclip versions in one group get a warning too."""
-    ids: dict[str, set] = defaultdict(set)
+    """Runs of one dataset name and domain whose data differ (``dataset_id``: the evaluated
+    split's class list, templates and samples, ``ImageDataset.fingerprint``) are never pooled:
+    two datasets at different roots (``dataset_root``) become one report group each, their
+    ``dataset`` renamed ``"name [root]"``, with a warning; different data under the same root
+    (changed in place between runs) is refused with the fix. Runs of different w2sclip versions in
+    one group get a warning."""
+    ids: dict[tuple, set] = defaultdict(set)
     for r in records:
-        ids[r["dataset"]].add(r.get("dataset_id"))
-    for name, found in ids.items():
+        if r.get("dataset_id") is not None:  # older records carry none: nothing to compare
+            ids[(r["dataset"], r["domain"], r.get("dataset_root"))].add(r["dataset_id"])
+    for (name, domain, root), found in ids.items():
         if len(found) > 1:
-            log.warning("runs of dataset %r hold %d different data (class list or images differ): reported as "
-                        "separate groups %s", name, len(found),
-                        ", ".join(f"{name} [{(i or 'unknown')[:8]}]" for i in sorted(found, key=str)))
-            for r in records:
-                if r["dataset"] == name:
-                    r["dataset"] = f"{name} [{(r.get('dataset_id') or 'unknown')[:8]}]"
+            raise ValueError(f"runs of dataset {name!r}, domain {domain!r} under root {root} hold {len(found)} "
+                             f"different data (the files or the class list changed between runs); rerun the "
+                             f"old runs (delete their folders) or report them from separate runs dirs")
+    clash = {name for name, domain, _ in ids
+             if len({i for (n, d, _), v in ids.items() if n == name and d == domain for i in v}) > 1}
+    for name in sorted(clash):
+        roots = sorted({str(r.get("dataset_root")) for r in records if r["dataset"] == name})
+        short = {root: Path(root).name or root for root in roots}
+        if len(set(short.values())) < len(roots):
+            short = {root: hashlib.sha256(root.encode()).hexdigest()[:8] for root in roots}
+        log.warning("runs of dataset %r come from %d different datasets (roots %s; their images or class lists "
+                    "differ): reported as separate groups %s", name, len(roots), ", ".join(roots),
+                    ", ".join(f"{name} [{short[root]}]" for root in roots))
+        for r in records:
+            if r["dataset"] == name:
+                r["dataset"] = f"{name} [{short[str(r.get('dataset_root'))]}]"
     versions: dict[tuple, set] = defaultdict(set)
     for r in records:
         versions[group_key(r)].add(r.get("w2sclip_version"))

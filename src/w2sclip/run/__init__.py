@@ -103,7 +103,7 @@ def execute(cfg: RunConfig, cache_dir: Path | None = None, rlog: RunLog | None =
 def fit_prepared(cfg: RunConfig, p: Prepared, rlog: RunLog | None = None) -> RunResult:
     """The fits and the evaluation of a prepared run."""
     ids = {"dataset": cfg.dataset, "domain": cfg.domain, "strong": cfg.strong, "weak": cfg.weak,
-           "seed": cfg.seed, "protocol": cfg.protocol, "dataset_id": p.task.test.fingerprint(),
+           "seed": cfg.seed, "protocol": cfg.protocol, "dataset_id": p.task.test.fingerprint(), "dataset_root": cfg.root,
            "w2sclip_version": library_versions()["w2sclip"]}
     with (rlog.stage("fits") if rlog is not None else nullcontext()):
         fit = fit_and_evaluate(p.inputs, seed=cfg.seed, methods=cfg.methods, ids=ids,
