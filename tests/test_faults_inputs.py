@@ -162,7 +162,7 @@ def test_a_negative_value_among_probabilities_is_an_error_not_a_switch_to_logits
     rows = [[0.7, 0.1, 0.1, 0.1]] * 5 + [[0.7, 0.2, 0.2, -0.1]]
     weak = FileWeak(str(_weak_file(tmp_path, rows)))
     ds = _DS(tmp_path, 6, ["circle", "square", "star", "heart"])
-    with pytest.raises(ValueError, match=r"5 rows look like probabilities .* and 1 do not \(first rows \[5\]\)"):
+    with pytest.raises(ValueError, match=r"5 rows hold values in \[0, 1\] like probabilities and 1 do not \(first rows \[5\]\)"):
         weak.predict_logits(ds)
     z = FileWeak(str(_weak_file(tmp_path, rows)), values="logits").predict_logits(ds)
     assert z[5, 3] == pytest.approx(-0.1)  # declared logits are taken as they are
@@ -275,3 +275,25 @@ def test_a_fifo_listed_in_a_csv_manifest_is_a_bad_file_not_a_hang(tmp_path):
         open_image(tmp_path / "imgs" / "pipe.png")
     report = check_dataset("csv", tmp_path, images=True)  # returns, listing the FIFO as a bad image
     assert any("pipe.png" in p and "not a regular file" in p for p in report.problems), report.problems
+
+
+def test_rounded_probabilities_over_many_classes_are_still_probabilities(tmp_path):
+    """24 classes rounded to two decimals sum to 1.10: still a distribution, not logits."""
+    import numpy as np
+
+    from w2sclip.models.weak.predictions_file import FileWeak
+
+    names = [f"c{i}" for i in range(24)]
+    q = np.full(24, 0.36 / 23)
+    q[0] = 0.64
+    path = tmp_path / "w.csv"
+    path.write_text("path," + ",".join(names) + "\n" + "".join(
+        f"{i}.png," + ",".join(f"{v:.2f}" for v in q) + "\n" for i in range(4)))
+    with pytest.warns(UserWarning, match="sum to 1.100..1.100, not 1"):
+        z = FileWeak(str(path)).predict_logits(_DS(tmp_path, 4, names))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert p[0, 0] == pytest.approx(0.64 / 1.10, rel=1e-4)
+    path.write_text("path," + ",".join(names) + "\n" + "".join(  # independent sigmoids: sums ~ 12
+        f"{i}.png," + ",".join("0.5" for _ in names) + "\n" for i in range(4)))
+    with pytest.raises(ValueError, match=r"probability rows must sum to 1 \(within 0.17 for rounding over 24 classes\)"):
+        FileWeak(str(path)).predict_logits(_DS(tmp_path, 4, names))

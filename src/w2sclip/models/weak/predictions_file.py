@@ -7,9 +7,10 @@ Formats (by suffix):
   (N x C numbers), optionally ``classnames`` (C strings).
 
 Values are probabilities or logits by one rule (``to_logits``; ``weak_options.values`` or the
-``probs`` / ``logits`` key declares them): rows in [0, 1] summing to 1 within 0.1 are (rounded)
-probabilities, renormalised with a warning when off by more than 1e-3; rows of neither kind mixed
-in one file are an error asking to declare. Class columns named like the dataset's classes are reordered to its order; other names
+``probs`` / ``logits`` key declares them): a file whose values all lie in [0, 1] holds
+probabilities (renormalised, with a warning when a row is off 1 by more than 1e-3, an error when
+further off than rounding explains), one with no row in [0, 1] logits, and a mix is an error
+asking to declare. Class columns named like the dataset's classes are reordered to its order; other names
 (``0``, ``logit_3``...) are taken in order. Keys match a sample when they equal its absolute path, its
 path relative to the dataset root, or any trailing part of its path (``real/cat/001.jpg``); a key
 matching several samples is an error. Every sample needs a key; extra keys only warn.
@@ -131,15 +132,19 @@ def match_rows(keys: list[str], sample_paths: list[str], where: str) -> tuple[np
 
 VALUE_KINDS = ("auto", "probs", "logits")
 """``weak_options.values`` of a ``file:`` weak supervisor: what the numbers are."""
-SUM_TOLERANCE = 0.1
-"""A row reads as (rounded) probabilities when its values lie in [0, 1] and it sums to 1 within this."""
 EXACT_SUM = 1e-3
 """Probability rows further than this from summing to 1 are renormalised with a warning."""
 
 
-def _prob_rows(values: np.ndarray) -> np.ndarray:
-    sums = values.sum(1)
-    return (values.min(1) >= -1e-6) & (values.max(1) <= 1 + 1e-6) & (np.abs(sums - 1) <= SUM_TOLERANCE)
+def sum_slack(num_classes: int) -> float:
+    """How far from 1 a row of rounded probabilities may sum: rounding to two decimals moves each of
+    C values by up to 0.005, so the sum by up to ``0.005 C``; plus 0.05. Further off is not a
+    distribution (e.g. independent per-class sigmoids)."""
+    return 0.05 + 0.005 * num_classes
+
+
+def _unit_rows(values: np.ndarray) -> np.ndarray:
+    return (values.min(1) >= -1e-6) & (values.max(1) <= 1 + 1e-6)
 
 
 def to_logits(values: np.ndarray, declared: str | bool | None, where: str) -> np.ndarray:
@@ -147,25 +152,24 @@ def to_logits(values: np.ndarray, declared: str | bool | None, where: str) -> np
 
     ``declared`` is ``"probs"`` / ``"logits"`` (``weak_options.values``, or the ``probs`` /
     ``logits`` key of an npz/pt/json file; True / False mean the same) or ``"auto"`` / None (CSV
-    columns): every row in [0, 1] summing to 1 within ``SUM_TOLERANCE`` -> probabilities; no row
-    like that -> logits; some rows like that and some not -> an error asking to declare. Declared
-    or detected probabilities are checked (non-negative, no all-zero row), renormalised (with a
+    columns): every value of every row in [0, 1] -> probabilities; no row entirely in [0, 1] ->
+    logits; some rows in [0, 1] and some not -> an error asking to declare. Probabilities are
+    checked (non-negative, each row summing to 1 within ``sum_slack(C)``), renormalised (with a
     warning when a row is off by more than ``EXACT_SUM``: rounded or truncated probabilities) and
-    returned as log-probabilities; declared probabilities that do not sum to 1 within
-    ``SUM_TOLERANCE`` are an error.
+    returned as log-probabilities.
     """
     declared = {True: "probs", False: "logits", None: "auto"}.get(declared, declared)
     if not np.isfinite(values).all():
         raise ValueError(f"{where}: {int((~np.isfinite(values)).any(1).sum())} rows hold NaN or infinite values")
     if declared == "auto":
-        like = _prob_rows(values)
-        if like.all():
+        unit = _unit_rows(values)
+        if unit.all():
             declared = "probs"
-        elif like.any():
-            bad = np.flatnonzero(~like)
-            raise ValueError(f"{where}: {int(like.sum())} rows look like probabilities (in [0, 1], summing to 1) "
-                             f"and {len(bad)} do not (first rows {bad[:5].tolist()}); fix those rows, or say what "
-                             f"the numbers are with weak_options: {{values: probs}} or {{values: logits}}")
+        elif unit.any():
+            bad = np.flatnonzero(~unit)
+            raise ValueError(f"{where}: {int(unit.sum())} rows hold values in [0, 1] like probabilities and "
+                             f"{len(bad)} do not (first rows {bad[:5].tolist()}); fix those rows, or say what the "
+                             f"numbers are with weak_options: {{values: probs}} or {{values: logits}}")
         else:
             return values
     if declared == "logits":
@@ -176,11 +180,13 @@ def to_logits(values: np.ndarray, declared: str | bool | None, where: str) -> np
                          f"(first rows {rows[:5].tolist()}); store logits as logits (weak_options: {{values: logits}})")
     values = np.clip(values, 0, None)
     sums = values.sum(1)
-    far = np.abs(sums - 1) > SUM_TOLERANCE
+    slack = sum_slack(values.shape[1])
+    far = np.abs(sums - 1) > slack
     if far.any():
-        raise ValueError(f"{where}: probability rows must sum to 1; {int(far.sum())} sum to {sums[far].min():.3g}.."
-                         f"{sums[far].max():.3g} (first rows {np.flatnonzero(far)[:5].tolist()}); store logits "
-                         f"as logits (weak_options: {{values: logits}})")
+        raise ValueError(f"{where}: probability rows must sum to 1 (within {slack:.2f} for rounding over "
+                         f"{values.shape[1]} classes); {int(far.sum())} sum to {sums[far].min():.3g}..{sums[far].max():.3g} "
+                         f"(first rows {np.flatnonzero(far)[:5].tolist()}); store logits as logits "
+                         f"(weak_options: {{values: logits}})")
     off = np.abs(sums - 1) > EXACT_SUM
     if off.any():
         warnings.warn(f"{where}: {int(off.sum())} of {len(values)} probability rows sum to "
