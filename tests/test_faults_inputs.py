@@ -297,3 +297,16 @@ def test_rounded_probabilities_over_many_classes_are_still_probabilities(tmp_pat
         f"{i}.png," + ",".join("0.5" for _ in names) + "\n" for i in range(4)))
     with pytest.raises(ValueError, match=r"probability rows must sum to 1 \(within 0.17 for rounding over 24 classes\)"):
         FileWeak(str(path)).predict_logits(_DS(tmp_path, 4, names))
+
+
+def test_zero_sum_rows_and_percentages_are_errors_not_nan_or_logits(tmp_path):
+    from w2sclip.models.weak.predictions_file import FileWeak
+
+    ds = _DS(tmp_path, 6, ["circle", "square", "star", "heart"])
+    rows = [[0.7, 0.1, 0.1, 0.1]] * 5 + [[0.0, 0.0, 0.0, 0.0]]
+    with pytest.raises(ValueError, match=r"probability rows must sum to 1 .* 1 sum to 0\.\.0 \(first rows \[5\]\)"):
+        FileWeak(str(_weak_file(tmp_path, rows))).predict_logits(ds)
+    with pytest.raises(ValueError, match="sums to 100: percentages"):
+        FileWeak(str(_weak_file(tmp_path, [[40, 35, 20, 5]] * 6))).predict_logits(ds)
+    z = FileWeak(str(_weak_file(tmp_path, [[40, 35, 20, 5]] * 6)), values="logits").predict_logits(ds)
+    assert z[0, 0] == 40  # declared: taken as they are

@@ -12,14 +12,18 @@ from w2sclip.methods.linear_head import LinearHeadGrad
 from w2sclip.methods.params import POSITIVE
 from w2sclip.methods.training import constraints_for
 
-TIMM_FINETUNE = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "batch_size": 128, "epochs": 100,
+TIMM_FINETUNE = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "batch_size": 1024, "epochs": 100,
                  "schedule": "cosine_timm", "schedule_unit": "epoch", "warmup_epochs": 5.0, "warmup_lr": 1e-4,
-                 "min_lr": 1e-6, "selection": "val_acc", "eval_every": 0, "patience": 0, "drop_last": True}
+                 "min_lr": 1e-6, "selection": "val_acc", "eval_every": 0, "patience": 0, "drop_last": True,
+                 "keep_start": False}
 """ggjy/vision_weak_to_strong's recipe for a pretrained strong model (``classification/configs/
-imagenet_mae.yaml`` l. 1-10: AdamW, lr 2e-3, weight decay 0.05, batch 128, 100 epochs, cosine,
-5 warm-up epochs from 1e-4, min lr 1e-6) in its timm ``train.py`` (``create_scheduler``, l. 565,
-stepped once per epoch, l. 743; ``--cooldown-epochs`` 0, l. 208), the epoch with the best
-evaluation kept (``CheckpointSaver`` on ``--eval-metric top1``, l. 328, 662-717). Their top-1 is
+imagenet_mae.yaml`` l. 1-10: AdamW, lr 2e-3, weight decay 0.05, batch 128 per process, 100
+epochs, cosine, 5 warm-up epochs from 1e-4, min lr 1e-6), launched on 8 processes (README l. 86,
+``--nproc_per_node=8``; ``train.py`` l. 598-601 gives each its own loader of ``batch_size``), so
+one optimiser step averages 8 x 128 = 1024 images: batch 1024 here (the whole of hold_fit when
+it is smaller); timm's ``train.py`` (``create_scheduler``, l. 565, stepped once per epoch, l.
+743; ``--cooldown-epochs`` 0, l. 208), the trained epoch with the best evaluation kept
+(``CheckpointSaver`` on ``--eval-metric top1``, l. 328, 662-717; never the untrained start). Their top-1 is
 on labelled data; here the evaluation is the argmax agreement with hold_val's weak labels (the
 label-free rule of docs/methods.md), or hold_val's ground truth for a ceiling."""
 

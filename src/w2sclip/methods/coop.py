@@ -22,7 +22,7 @@ class CoOp(Method):
     """Learned prompt context shared by all classes, trained through the frozen text encoder.
 
     As CoOp's code: one context ``[V_1 .. V_M]`` shared by all classes (``CSC False``,
-    ``trainers/coop.py`` l. 84-91), initialised from the word embeddings of "a photo of a"
+    CoOp ``train.py`` l. 92), initialised from the word embeddings of "a photo of a"
     (``ctx_init``, l. 72-80; ``configs/trainers/CoOp/rn50_ctxv1.yaml`` l. 33), prompt ``[SOS] V_1..V_M <class> . [EOS]``
     (class token at the "end", l. 100, 126-134); logits ``s * normalize(v) . normalize(t_c(V))``
     with the model's logit scale (l. 202-206); loss ``T^2 KL(p_w || softmax(z / T))`` (their

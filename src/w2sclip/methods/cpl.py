@@ -27,7 +27,7 @@ class CPL(Method):
     citation = "Li et al. 2025, arXiv 2511.18396"
     defaults = {"T": 1.0, "lr": 1e-3, **budget_defaults(), "batch_size": 0, "optimizer": "adam",
                 "weight_decay": 0.0, "eps": 1e-8, "schedule": "constant", "schedule_unit": "step",
-                "warmup_epochs": 0.0, "warmup_lr": 1e-5, "min_lr": 0.0, "drop_last": False, "learn_scale": False,
+                "warmup_epochs": 0.0, "warmup_lr": 1e-5, "min_lr": 0.0, "drop_last": False, "keep_start": True, "learn_scale": False,
                 "hard_labels": False, "templates": "dataset", "seed": 0}
     constraints = constraints_for(defaults)
     grid = {"lr": [3e-4, 1e-3, 3e-3]}

@@ -17,7 +17,7 @@ OPENAI_PROBE = {"lr": 1e-3, "batch_size": 100, "weight_decay": 0.0, "optimizer":
 ``torch.optim.Adam(lr=1e-3, weight_decay=0.0)`` (l. 56-57, 68), ``batch_size=100`` shuffled (l. 58,
 63), ``CosineAnnealingLR(T_max=n_batches * n_epochs)`` stepped after every optimiser step (l.
 69-71, 83), the model after the last step returned (l. 96-98: no early stopping). Their 10
-epochs over ``n_train=40000`` images (l. 55, 105) are 4,000 optimiser steps; hold_fit is 10-100x
+epochs over ``n_train=40000`` images (l. 55, 105) are 4,000 optimiser steps; hold_fit is 3-170x
 smaller, so the length is their step count (``max_steps=4000``), not their epoch count."""
 
 

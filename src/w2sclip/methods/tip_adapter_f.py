@@ -16,14 +16,15 @@ _CHUNK = 4096  # rows per block at prediction: the affinity matrix is (rows, N_c
 
 TIP_RECIPE = {"alpha": 1.17, "beta": 1.0, "lr": 1e-3, "optimizer": "adamw", "eps": 1e-4, "weight_decay": 0.01,
               "batch_size": 256, "epochs": 20, "max_steps": 0, "schedule": "cosine", "schedule_unit": "step",
-              "selection": "val_acc", "eval_every": 0, "patience": 0,
+              "selection": "val_acc", "eval_every": 0, "patience": 0, "keep_start": False,
               "search_hp": True, "search_scale": [7.0, 3.0], "search_step": [200, 20]}
 """gaopengcuhk/Tip-Adapter: ``configs/imagenet.yaml`` (l. 14-31: ``search_hp`` True,
 ``search_scale [7, 3]``, ``search_step [200, 20]``, ``init_beta 1``, ``init_alpha 1.17``, lr
 0.001, ``train_epoch`` 20; ImageNet's is the config for a large, general label set),
 ``main.py`` ``run_tip_adapter_F`` (l. 66-141: ``AdamW(lr, eps=1e-4)`` with torch's default
 weight decay 0.01, l. 72; ``CosineAnnealingLR(T_max=train_epoch * len(loader))`` stepped per
-step, l. 73, 106; batch 256, l. 181; the epoch with the best evaluation kept, l. 121-126; then
+step, l. 73, 106; batch 256, l. 181; the trained epoch with the best evaluation kept, l.
+114-126, never the untrained cache; then
 ``search_hp`` on the trained keys, l. 132) and ``utils.py`` ``search_hp`` (l. 99-129: beta and
 alpha on a grid, the first best kept). Their evaluation is accuracy on labelled val/test data;
 here it is the argmax agreement with hold_val's weak labels (``val_acc`` on the weak targets),

@@ -73,7 +73,7 @@ TRAINING_CONSTRAINTS: dict[str, Any] = {
     "batch_size": Interval(int, 0, None), "selection": Options(str, SELECTIONS),
     "optimizer": Options(str, OPTIMIZERS), "schedule": Options(str, SCHEDULES),
     "warmup_epochs": Interval(float, 0, None, "left"), "warmup_lr": POSITIVE, "eps": POSITIVE,
-    "min_lr": NON_NEGATIVE, "schedule_unit": Options(str, SCHEDULE_UNITS), "drop_last": BOOL,
+    "min_lr": NON_NEGATIVE, "schedule_unit": Options(str, SCHEDULE_UNITS), "drop_last": BOOL, "keep_start": BOOL,
     "hard_labels": BOOL, "learn_scale": BOOL, "seed": SEED, "templates": Options(str, TEMPLATE_SETS),
 }
 """Constraints of the keys methods share (``w2sclip.methods.params``)."""
@@ -88,7 +88,7 @@ def optim_kwargs(p: dict[str, Any]) -> dict[str, Any]:
     """``train_head`` keyword arguments of the budget and optimiser keys of a method's params."""
     keys = ("lr", "max_steps", "epochs", "eval_every", "patience", "batch_size", "seed", "selection",
             "weight_decay", "optimizer", "momentum", "eps", "schedule", "schedule_unit", "warmup_epochs",
-            "warmup_lr", "min_lr", "drop_last")
+            "warmup_lr", "min_lr", "drop_last", "keep_start")
     return {k: p[k] for k in keys if k in p}
 
 
@@ -233,6 +233,7 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
                weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9,
                eps: float = 1e-8, schedule: str = "constant", schedule_unit: str = "step",
                warmup_epochs: float = 0, warmup_lr: float = 1e-5, min_lr: float = 0.0, drop_last: bool = False,
+               keep_start: bool = True,
                on_step: Callable[[int], None] | None = None,
                batch_fn: Callable[[Any, Any], tuple] | None = None,
                step_fn: Callable[[Any, Any, float, bool], None] | None = None) -> dict:
@@ -260,7 +261,9 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
     agreement with the targets' argmax (hold_val's weak labels for a student, its ground truth
     for a ceiling). Training stops after ``patience`` evaluations without an improvement of more
     than ``min_delta`` (relative; ``patience=0``: never), and the best evaluation's parameters
-    are restored. ``selection="fixed"`` trains the whole length and keeps the last parameters.
+    are restored; with ``keep_start=False`` the untrained parameters are never kept (the loops of
+    Tip-Adapter and timm evaluate after each epoch only). ``selection="fixed"`` trains the whole
+    length and keeps the last parameters.
 
     History: ``stop_step`` (the step training ended at), ``best_step`` (the step whose
     parameters were kept), ``hit_cap`` (True when training ran to the end rather than stopping
@@ -291,7 +294,7 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
         """Lower is better."""
         return val_blocks.score(logits_fn, loss_fn, selection == "val_acc")
 
-    best = {"step": 0, "val_score": val_score() if validate else None,
+    best = {"step": 0, "val_score": (val_score() if keep_start or total == 0 else math.inf) if validate else None,
             "state": [p.detach().clone() for p in params]}
     step, bad, early = 0, 0, False
     fixed_batch = batch_fn(X, Y) if full and total > 0 else None
@@ -317,7 +320,7 @@ def train_head(params: list[torch.Tensor], logits_fn: Callable[[Any], torch.Tens
             due = step % per_epoch == 0 if eval_every == 0 else step % eval_every == 0
             if validate and (due or step == total):
                 v = val_score()
-                if v < best["val_score"] - min_delta * abs(best["val_score"]):
+                if best["val_score"] == math.inf or v < best["val_score"] - min_delta * abs(best["val_score"]):
                     best = {"step": step, "val_score": v, "state": [p.detach().clone() for p in params]}
                     bad = 0
                 else:

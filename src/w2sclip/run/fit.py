@@ -142,7 +142,10 @@ def ceiling_recipes(head: str, methods: tuple[str, ...], method_params: dict) ->
     for m in dict.fromkeys((head, *[m for m in methods if head_of(m) == head and METHODS[m].trains])):
         p = {**METHODS[m].defaults, **method_params.get(m, {})}
         recipe = {k: v for k, v in optim_kwargs(p).items() if k in METHODS[head].defaults and k != "seed"}
-        recipe = {**recipe, **method_params.get(head, {})} if m == head else recipe
+        # the user's settings of the head itself (templates, learn_scale, seed...) hold under every
+        # recipe; under its own recipe they also override its optimiser keys
+        head_user = method_params.get(head, {})
+        recipe = {**recipe, **head_user} if m == head else {**head_user, **recipe}
         if {**METHODS[head].defaults, **recipe}.get("selection") == "val_loss":
             recipe["selection"] = "val_acc"
         if recipe not in seen:

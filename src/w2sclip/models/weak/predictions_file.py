@@ -138,9 +138,10 @@ EXACT_SUM = 1e-3
 
 def sum_slack(num_classes: int) -> float:
     """How far from 1 a row of rounded probabilities may sum: rounding to two decimals moves each of
-    C values by up to 0.005, so the sum by up to ``0.005 C``; plus 0.05. Further off is not a
-    distribution (e.g. independent per-class sigmoids)."""
-    return 0.05 + 0.005 * num_classes
+    C values by up to 0.005, so the sum by up to ``0.005 C``; plus 0.05; at most 0.5 (a row that
+    sums to less than 0.5 has lost most of its mass and renormalising it would invent confidence).
+    Further off is not a distribution (e.g. independent per-class sigmoids)."""
+    return min(0.05 + 0.005 * num_classes, 0.5)
 
 
 def _unit_rows(values: np.ndarray) -> np.ndarray:
@@ -170,6 +171,10 @@ def to_logits(values: np.ndarray, declared: str | bool | None, where: str) -> np
             raise ValueError(f"{where}: {int(unit.sum())} rows hold values in [0, 1] like probabilities and "
                              f"{len(bad)} do not (first rows {bad[:5].tolist()}); fix those rows, or say what the "
                              f"numbers are with weak_options: {{values: probs}} or {{values: logits}}")
+        elif (values >= 0).all() and np.allclose(values.sum(1), 100.0, rtol=0.01):
+            raise ValueError(f"{where}: every row is non-negative and sums to 100: percentages? Divide them by "
+                             f"100, or say what the numbers are with weak_options: {{values: probs}} or "
+                             f"{{values: logits}}")
         else:
             return values
     if declared == "logits":
