@@ -118,7 +118,7 @@ def pretrain(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("w2sclip-out"), help="Output folder: report and runs/ (one folder per run)."),
-    quick: bool = typer.Option(False, "--quick", help="The preset's quick size and one seed (about 2-4 minutes on 2 CPU cores)."),
+    quick: bool = typer.Option(False, "--quick", help="The preset's quick size and one seed (about 5 minutes on 2 CPU cores)."),
     set_: list[str] = typer.Option([], "--set", help="Override the builtin preset: key=value, repeatable."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache (default $W2SCLIP_CACHE or ~/.cache/w2sclip)."),
     workers: int = typer.Option(2, min=1, help="Local worker processes, each with cores / N torch threads (runs "
