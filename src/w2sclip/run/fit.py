@@ -122,7 +122,7 @@ def weak_rule_score(z_val: np.ndarray, target_val: np.ndarray) -> tuple[float, f
 
 def _tune(name: str, x: FitInputs, base: dict, points: list[dict], rows, y_fit, y_val, t_val) -> tuple:
     """Fit ``name`` with ``{**base, **point}`` for every point; the best by ``weak_rule_score``
-    against ``t_val`` (probabilities on hold_val). Returns (fitted, chosen point, scores)."""
+    against ``t_val`` (probabilities on hold_val). Returns (fitted, chosen point, its score, scores)."""
     best, scores = None, []
     for point in points:
         m = _fit_one(name, x, {**base, **point}, rows, y_fit, y_val)
@@ -130,7 +130,7 @@ def _tune(name: str, x: FitInputs, base: dict, points: list[dict], rows, y_fit, 
         scores.append({**point, "agreement": -score[0], "cross_entropy": score[1]})
         if best is None or score < best[0]:
             best = (score, m, point)
-    return best[1], best[2], scores
+    return best[1], best[2], best[0], scores
 
 
 def ceiling_recipes(head: str, methods: tuple[str, ...], method_params: dict) -> list[tuple[str, dict]]:
@@ -169,9 +169,8 @@ def fit_methods(x: FitInputs, splits: dict[str, np.ndarray], *, seed: int, metho
         best = None
         for recipe, params in ceiling_recipes(head, methods, method_params):
             points = candidates(recipe, method_params.get(recipe, {}), tuning)
-            m, point, scores = _tune(head, x, {"seed": seed, **params}, points, rows, x.labels[rows[0]],
-                                     x.labels[rows[1]], gt[rows[1]])
-            score = min((-s["agreement"], s["cross_entropy"]) for s in scores)
+            m, point, score, scores = _tune(head, x, {"seed": seed, **params}, points, rows, x.labels[rows[0]],
+                                            x.labels[rows[1]], gt[rows[1]])
             if best is None or score < best[0]:
                 best = (score, m, {"tuned": point, "recipe": recipe})
             info.setdefault(f"ceiling_{head}", {}).setdefault("scores", []).extend(
@@ -180,8 +179,8 @@ def fit_methods(x: FitInputs, splits: dict[str, np.ndarray], *, seed: int, metho
         info[f"ceiling_{head}"].update(best[2])
     for name in methods:
         user = method_params.get(name, {})
-        m, point, scores = _tune(name, x, {"seed": seed, **user}, candidates(name, user, tuning), rows,
-                                 p_weak[rows[0]], p_weak[rows[1]], p_weak[rows[1]])
+        m, point, _, scores = _tune(name, x, {"seed": seed, **user}, candidates(name, user, tuning), rows,
+                                    p_weak[rows[0]], p_weak[rows[1]], p_weak[rows[1]])
         fitted[name], info[name] = m, {"tuned": point, "scores": scores, "recipe": name}
     return fitted, info
 
